@@ -1,0 +1,83 @@
+"""The one place where errors become HTTP statuses and JSON bodies.
+
+Every handler mixes in ``GatewayHandlerMixin``. A ``kernelyard.errors`` type
+raised anywhere below (or wrapped by a jupyter_server handler into a 500)
+comes out as its own status with ``{"reason", "message"}``.
+"""
+
+from __future__ import annotations
+
+import json
+from http.client import responses
+from typing import Any
+
+from tornado import web
+
+from .. import errors
+
+STATUS_FOR_ERROR: list[tuple[type[errors.KernelyardError], int]] = [
+    (errors.InvalidRequest, 400),
+    (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),  # LimitReached is a Forbidden
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.KernelStartFailed, 500),
+    (errors.ConfigError, 500),
+]
+
+
+def status_and_message(exc: BaseException | None, status: int) -> tuple[int, str]:
+    """Map an exception (or a bare status) to the status and message a client sees."""
+    public = _public_error(exc)
+    if public is not None:
+        for kind, code in STATUS_FOR_ERROR:
+            if isinstance(public, kind):
+                return code, public.message
+        return 500, public.message
+    if isinstance(exc, web.HTTPError):
+        return exc.status_code, exc.log_message or responses.get(exc.status_code, "Error")
+    if exc is None:
+        return status, responses.get(status, "Error")
+    return 500, "Unhandled error"
+
+
+def _public_error(exc: BaseException | None) -> errors.KernelyardError | None:
+    """The KernelyardError itself, or one that a jupyter_server handler wrapped."""
+    seen = 0
+    while exc is not None and seen < 3:
+        if isinstance(exc, errors.KernelyardError):
+            return exc
+        exc = exc.__cause__
+        seen += 1
+    return None
+
+
+class GatewayHandlerMixin:
+    """Authentication with 401, JSON errors, no cookies (hence no XSRF check)."""
+
+    async def prepare(self) -> None:
+        handler: Any = self
+        if handler.identity_provider.get_user(handler) is None:
+            raise web.HTTPError(401, "authentication required: send 'Authorization: token ...'")
+        await super().prepare()  # type: ignore[misc]
+
+    def check_xsrf_cookie(self) -> None:
+        """No cookie ever authenticates a request here, so there is nothing to forge."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        handler: Any = self
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        status, message = status_and_message(exc, status_code)
+        handler.set_status(status)
+        handler.set_header("Content-Type", "application/json")
+        reason = responses.get(status, "Error")
+        handler.finish(json.dumps({"reason": reason, "message": message}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        handler: Any = self
+        if _public_error(value) is None and not isinstance(value, web.HTTPError):
+            super().log_exception(typ, value, tb)  # type: ignore[misc]
+            return
+        status, message = status_and_message(value, 500)
+        log = handler.log.error if status >= 500 else handler.log.warning
+        log("%s %s -> %d: %s", handler.request.method, handler.request.path, status, message)

@@ -1,0 +1,263 @@
+"""The kernelyard application: settings, wiring, start and stop.
+
+It is a jupyter_server ``ServerApp`` that serves only the kernel gateway API
+(kernels, kernelspecs, sessions, websocket channels), so TLS, ``base_url``,
+CORS, culling, websocket pings and graceful shutdown are jupyter_server's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from jupyter_server.base.handlers import Template404
+from jupyter_server.serverapp import ServerApp
+from traitlets import Bool, List, Unicode, default
+
+from . import policy
+from ._version import __version__
+from .api.channels import GatewayChannelsConnection
+from .api.handlers import NotFoundHandler
+from .auth.token import TokenIdentityProvider
+from .kernel import GatewayKernelManager
+from .manager import GatewayMappingKernelManager
+from .provisioners.local import LocalKernelProvisioner
+
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_loopback(ip: str) -> bool:
+    """Whether ``ip`` (a setting value) binds to a loopback interface only."""
+    if ip in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+class KernelyardApp(ServerApp):
+    """A multi-tenant Jupyter kernel gateway."""
+
+    name = "kernelyard"
+    version = __version__
+    description = (
+        "kernelyard: a Jupyter kernel gateway. Clients (JupyterLab, Jupyter Server with "
+        "--gateway-url, scripts) start kernels through its REST API and talk to them "
+        "over its websocket."
+    )
+    examples = """
+        kernelyard serve --ip 127.0.0.1 --port 8888
+        KERNELYARD_AUTH_TOKEN=secret kernelyard serve --ip 0.0.0.0
+        kernelyard generate-config
+    """
+    subcommands: dict[str, Any] = {}
+    default_services = ()
+
+    aliases = {
+        "ip": "KernelyardApp.ip",
+        "port": "KernelyardApp.port",
+        "port-retries": "KernelyardApp.port_retries",
+        "base-url": "KernelyardApp.base_url",
+        "auth-token": "KernelyardApp.auth_token",
+        "config": "KernelyardApp.config_file",
+        "certfile": "KernelyardApp.certfile",
+        "keyfile": "KernelyardApp.keyfile",
+        "client-ca": "KernelyardApp.client_ca",
+        "max-kernels": "GatewayMappingKernelManager.max_kernels",
+        "log-level": "KernelyardApp.log_level",
+    }
+    flags = {
+        "debug": ({"Application": {"log_level": 10}}, "Log at debug level."),
+        "allow-unauthenticated": (
+            {"KernelyardApp": {"allow_unauthenticated": True}},
+            "Serve without authentication on a non-loopback address (unsafe).",
+        ),
+    }
+
+    auth_token = Unicode(
+        config=True,
+        help="The shared token clients send as 'Authorization: token <T>' or '?token=<T>'. "
+        "Prefer the env var KERNELYARD_AUTH_TOKEN, which is not visible in the process list. "
+        "Empty: no authentication, allowed only on a loopback address.",
+    )
+
+    @default("auth_token")
+    def _auth_token_default(self) -> str:
+        return os.environ.get("KERNELYARD_AUTH_TOKEN", "")
+
+    allow_unauthenticated = Bool(
+        False,
+        config=True,
+        help="Serve without any authentication on a non-loopback address. Anyone who can "
+        "reach the port can then run code. Without this, kernelyard refuses to start there "
+        "unless auth_token is set.",
+    )
+    list_kernels = Bool(
+        True,
+        config=True,
+        help="Whether GET /api/kernels lists the running kernels. When False it returns 403 "
+        "(Enterprise Gateway's EG_LIST_KERNELS).",
+    )
+    client_envs = List(
+        Unicode(),
+        config=True,
+        help="Names of env variables a client may set for its kernel in POST /api/kernels, "
+        "besides KERNEL_* names, which always pass. '*' allows every name.",
+    )
+    inherited_envs = List(
+        Unicode(),
+        config=True,
+        help="Names of the gateway's own env variables that are passed to every kernel "
+        "(for remote kernels, which do not inherit the gateway's environment).",
+    )
+    authorized_users = List(
+        Unicode(),
+        config=True,
+        help="Users who may see and use kernelspecs (empty: everyone). A kernelspec's "
+        "metadata.kernelyard.authorized_users overrides this for that kernelspec.",
+    )
+    unauthorized_users = List(
+        Unicode(),
+        config=True,
+        help="Users who may never see or use any kernelspec.",
+    )
+
+    @default("kernel_manager_class")
+    def _default_kernel_manager_class(self) -> type:
+        return GatewayMappingKernelManager
+
+    @default("identity_provider_class")
+    def _default_identity_provider_class(self) -> type:
+        return TokenIdentityProvider
+
+    @default("kernel_websocket_connection_class")
+    def _default_kernel_websocket_connection_class(self) -> type:
+        return GatewayChannelsConnection
+
+    @default("extra_services")
+    def _default_extra_services(self) -> list[str]:
+        return ["kernelyard.api.handlers"]
+
+    @default("open_browser")
+    def _default_open_browser(self) -> bool:
+        return False
+
+    @default("allow_root")
+    def _default_allow_root(self) -> bool:
+        # Running kernels as other users needs root; the gateway itself runs no user code.
+        return True
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def env_policy(self) -> policy.EnvPolicy:
+        return policy.EnvPolicy(
+            client_envs=tuple(self.client_envs),
+            inherited_envs=tuple(self.inherited_envs),
+            secret_names=frozenset(policy.DEFAULT_SECRET_ENVS),
+        )
+
+    def kernel_env(self, client_env: Mapping[str, str]) -> dict[str, str]:
+        """The env a local kernel starts with: the gateway's (less secrets) plus the client's."""
+        base = policy.scrub_secrets(os.environ, policy.DEFAULT_SECRET_ENVS)
+        return {**base, **policy.inherited_env(os.environ, self.env_policy), **client_env}
+
+    def user_may_use_kernelspec(self, user: str, spec: Mapping[str, Any]) -> bool:
+        return policy.user_may_use_kernelspec(
+            user,
+            spec.get("metadata") or {},
+            authorized_users=self.authorized_users,
+            unauthorized_users=self.unauthorized_users,
+        )
+
+    def _classes_default(self) -> list[type]:  # type: ignore[override]
+        return [
+            KernelyardApp,
+            TokenIdentityProvider,
+            GatewayMappingKernelManager,
+            GatewayKernelManager,
+            GatewayChannelsConnection,
+            LocalKernelProvisioner,
+        ]
+
+    @property  # type: ignore[override]
+    def classes(self) -> list[type]:
+        return self._classes_default()
+
+    @classes.setter
+    def classes(self, value: Any) -> None:
+        """Fixed: kernelyard documents its own classes only."""
+
+    def find_server_extensions(self) -> None:
+        """A gateway loads no Jupyter server extensions (no JupyterLab UI, no contents)."""
+
+    def init_configurables(self) -> None:
+        self._configure_provisioner_default()
+        super().init_configurables()
+
+    def _configure_provisioner_default(self) -> None:
+        cfg = self.config
+        if "default_provisioner_name" not in cfg.get("KernelProvisionerFactory", {}):
+            cfg.KernelProvisionerFactory.default_provisioner_name = "kernelyard-local"
+            self.update_config(cfg)
+
+    def init_webapp(self) -> None:
+        self.check_security()
+        self.tornado_settings.update(kernelyard_app=self, disable_check_xsrf=True)
+        super().init_webapp()
+        for rule in self.web_app.wildcard_router.rules:
+            if rule.target is Template404:
+                rule.target = NotFoundHandler
+
+    def check_security(self) -> None:
+        """Refuse to serve unauthenticated on a reachable address; warn on loopback."""
+        if self.auth_token:
+            return
+        if is_loopback(self.ip):
+            self.log.warning(
+                "No auth token is set (KernelyardApp.auth_token / KERNELYARD_AUTH_TOKEN): "
+                "serving WITHOUT authentication on loopback address %s.",
+                self.ip,
+            )
+            return
+        if self.allow_unauthenticated:
+            self.log.warning(
+                "Serving WITHOUT authentication on %s because "
+                "KernelyardApp.allow_unauthenticated is set: anyone who can reach this port "
+                "can run code.",
+                self.ip or "all addresses",
+            )
+            return
+        self.log.critical(
+            "Refusing to serve without authentication on non-loopback address %r. Set "
+            "KernelyardApp.auth_token (or KERNELYARD_AUTH_TOKEN), listen on 127.0.0.1, or "
+            "set KernelyardApp.allow_unauthenticated=True.",
+            self.ip or "0.0.0.0",  # noqa: S104
+        )
+        self.exit(1)
+
+    def running_server_info(self, kernel_count: bool = True) -> str:
+        return f"kernelyard {__version__} is listening on {self.connection_url}"
+
+    def write_server_info_file(self) -> None:
+        """No server info file: it would hold the token."""
+
+    def write_browser_open_files(self) -> None:
+        """No browser-open file: a gateway serves no pages."""
+
+    def remove_server_info_file(self) -> None:
+        """Nothing was written."""
+
+    def remove_browser_open_files(self) -> None:
+        """Nothing was written."""
+
+
+def launch(argv: list[str] | None = None) -> None:
+    """Start the gateway with command-line arguments (without the program name)."""
+    KernelyardApp.launch_instance(argv=sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,35 @@
+"""The ``kernelyard`` command: ``serve`` (the default) and ``generate-config``."""
+
+from __future__ import annotations
+
+import sys
+
+from .._version import __version__
+
+USAGE = """usage: kernelyard [serve] [options]       start the gateway (see --help, --help-all)
+       kernelyard generate-config [--output FILE] [--force]
+       kernelyard --version
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--version"]:
+        print(__version__)
+        return
+    if args[:1] == ["generate-config"]:
+        from .generate_config import generate_config
+
+        sys.exit(generate_config(args[1:]))
+    if args[:1] == ["serve"]:
+        args = args[1:]
+    elif args and not args[0].startswith("-"):
+        print(f"kernelyard: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+    from ..app import launch
+
+    launch(args)
+
+
+if __name__ == "__main__":
+    main()

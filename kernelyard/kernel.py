@@ -1,0 +1,138 @@
+"""The manager of one kernel: start means *ready*, not just *spawned*.
+
+jupyter_client returns from a start as soon as the process exists. Here a
+start returns only once the kernel has answered a ``kernel_info_request``,
+so a kernel that dies while starting is reported at once, with the reason,
+and a port taken by another process between picking and binding
+(``Address already in use``) is retried on fresh ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import signal
+from typing import Any
+
+from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
+from traitlets import Float, Integer
+
+from .errors import KernelStartFailed
+
+PORT_CLASH_MARKERS = ("Address already in use", "EADDRINUSE")
+_POLL_SECONDS = 0.02
+
+
+class StartFailure(Exception):
+    """The kernel did not become ready; ``text`` says why (log tail included)."""
+
+    def __init__(self, text: str, port_clash: bool = False):
+        super().__init__(text)
+        self.text = text
+        self.port_clash = port_clash
+
+
+class GatewayKernelManager(ServerKernelManager):
+    """One kernel, started until ready, with port-clash retries."""
+
+    start_timeout = Float(
+        60.0,
+        config=True,
+        help="Seconds a kernel may take from launch to its first kernel_info_reply "
+        "before the start fails and the kernel is killed.",
+    )
+    port_clash_retries = Integer(
+        3,
+        config=True,
+        help="How many times a kernel start is retried on fresh ports when a port "
+        "picked for it was taken by another process before the kernel bound it.",
+    )
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        try:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+        except OSError as e:
+            await self._async_cleanup_resources(restart=False)
+            raise KernelStartFailed(
+                f"Kernel '{self.kernel_name}' could not be started: {e.strerror or e}"
+                + (f": {e.filename!r}" if getattr(e, "filename", None) else "")
+            ) from None
+
+    async def _async_post_start_kernel(self, **kw: Any) -> None:
+        for attempt in range(self.port_clash_retries + 1):
+            try:
+                await self._wait_until_ready()
+                break
+            except StartFailure as failure:
+                await self._discard_failed_launch()
+                if not failure.port_clash or attempt == self.port_clash_retries:
+                    raise KernelStartFailed(
+                        f"Kernel '{self.kernel_name}' failed to start: {failure.text}"
+                    ) from None
+                self.log.warning(
+                    "Kernel %s: port clash on start (attempt %d); retrying on new ports",
+                    self.kernel_id,
+                    attempt + 1,
+                )
+                kw = await self._relaunch_on_new_ports()
+        await super()._async_post_start_kernel(**kw)
+
+    async def _wait_until_ready(self) -> None:
+        """Return once the kernel answers kernel_info; raise StartFailure if it dies."""
+        client = self.client()
+        client.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        try:
+            msg_id = client.kernel_info()
+            while True:
+                exit_code = await self.provisioner.poll() if self.provisioner else None
+                if exit_code is not None:
+                    raise self._death_report(exit_code)
+                if loop.time() > deadline:
+                    raise StartFailure(
+                        f"no reply within {self.start_timeout:g} s"
+                        + self._log_suffix()
+                    )
+                try:
+                    reply = await client.get_shell_msg(timeout=_POLL_SECONDS)
+                except queue.Empty:
+                    continue
+                if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                    return
+        finally:
+            client.stop_channels()
+
+    def _death_report(self, exit_code: int) -> StartFailure:
+        tail = self._log_tail()
+        how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exit code {exit_code}"
+        clash = any(marker in tail for marker in PORT_CLASH_MARKERS)
+        return StartFailure(f"the kernel process ended ({how})" + self._log_suffix(tail), clash)
+
+    def _log_tail(self) -> str:
+        tail = getattr(self.provisioner, "log_tail", None)
+        return tail() if tail else ""
+
+    def _log_suffix(self, tail: str | None = None) -> str:
+        tail = self._log_tail() if tail is None else tail
+        return f"; last lines of its log:\n{tail}" if tail else ""
+
+    async def _discard_failed_launch(self) -> None:
+        """Kill what was started (the whole process group) and free its files."""
+        if self.provisioner is not None and self.provisioner.has_process:
+            try:
+                await self.provisioner.send_signal(signal.SIGKILL)
+            except (ProcessLookupError, OSError):
+                pass
+            await self.provisioner.kill()
+            await self.provisioner.wait()
+        await self._async_cleanup_resources(restart=False)
+
+    async def _relaunch_on_new_ports(self) -> dict[str, Any]:
+        self.provisioner = None
+        for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
+            setattr(self, name, 0)
+        self._connection_file_written = False
+        kernel_cmd, kw = await self._async_pre_start_kernel(**(self._launch_args or {}))
+        await self._async_launch_kernel(kernel_cmd, **kw)
+        return kw

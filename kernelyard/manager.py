@@ -1,0 +1,103 @@
+"""The gateway's kernel manager: limits, then jupyter_server's own machinery.
+
+Culling, pending kernels, restarts and message buffering across websocket
+reconnects all come from jupyter_server's ``AsyncMappingKernelManager``. This
+class adds what a shared gateway needs: a kernel limit that counts starts in
+flight, a kernelspec check before anything is launched, a client-chosen kernel
+id, and the guarantee that a failed start leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jupyter_client.kernelspec import NoSuchKernel
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from traitlets import Integer, default
+
+from .errors import Conflict, KernelStartFailed, LimitReached, NotFound
+from .kernel import GatewayKernelManager
+
+
+class GatewayMappingKernelManager(AsyncMappingKernelManager):
+    """All kernels of this gateway."""
+
+    max_kernels = Integer(
+        0,
+        config=True,
+        help="The most kernels this gateway runs at once, counting starts in flight "
+        "(0 = no limit). A start beyond it gets 403.",
+    )
+
+    @default("kernel_manager_class")
+    def _default_kernel_manager_class(self) -> str:
+        return f"{GatewayKernelManager.__module__}.{GatewayKernelManager.__name__}"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._starting = 0
+
+    def kernel_count_with_starts(self) -> int:
+        """Running kernels plus starts that have not finished yet."""
+        return len(self._kernels) + self._starting
+
+    async def start_kernel(  # type: ignore[override]
+        self,
+        *,
+        kernel_name: str | None = None,
+        path: str | None = None,
+        kernel_id: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Start a kernel and return its id once it is ready.
+
+        Raises ``NotFound`` for an unknown kernelspec, ``Conflict`` for a kernel
+        id in use, ``LimitReached`` past ``max_kernels`` and
+        ``KernelStartFailed`` when the kernel cannot start.
+        """
+        name = kernel_name or self.default_kernel_name
+        await self._check_kernelspec(name)
+        if kernel_id is not None and (kernel_id in self or kernel_id in self._pending_kernels):
+            raise Conflict(f"a kernel with id {kernel_id} already exists")
+        if self.max_kernels and self.kernel_count_with_starts() >= self.max_kernels:
+            raise LimitReached(
+                f"kernel limit reached: this gateway runs at most {self.max_kernels} kernels"
+            )
+        self._starting += 1
+        try:
+            return await self._start_or_clean_up(name, path, kernel_id, kwargs)
+        finally:
+            self._starting -= 1
+
+    async def _start_or_clean_up(
+        self, name: str, path: str | None, kernel_id: str | None, kwargs: dict[str, Any]
+    ) -> str:
+        try:
+            return await super().start_kernel(
+                kernel_name=name, path=path, kernel_id=kernel_id, **kwargs
+            )
+        except KernelStartFailed:
+            self._forget_failed_start()
+            raise
+
+    def _forget_failed_start(self) -> None:
+        """jupyter_client keeps a failed start in its pending table forever; drop it."""
+        for kid, task in list(self._pending_kernels.items()):
+            if task.done() and kid not in self._kernels:
+                self._pending_kernels.pop(kid, None)
+
+    async def _check_kernelspec(self, name: str) -> None:
+        try:
+            await self._kernel_spec(name)
+        except NoSuchKernel:
+            raise NotFound(f"no such kernelspec: {name!r}") from None
+
+    async def _kernel_spec(self, name: str) -> Any:
+        ksm = self.kernel_spec_manager
+        getter = getattr(ksm, "async_get_kernel_spec", None) or ksm.get_kernel_spec
+        result = getter(name)
+        return await result if hasattr(result, "__await__") else result
+
+    def _check_kernel_id(self, kernel_id: str) -> None:
+        if kernel_id not in self:
+            raise NotFound(f"no such kernel: {kernel_id}")

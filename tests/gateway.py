@@ -1,0 +1,210 @@
+"""Start a real kernelyard process for tests, and talk to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import websocket
+
+LISTENING = re.compile(r"is listening on (http\S+)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Gateway:
+    """A running ``kernelyard serve`` process."""
+
+    proc: subprocess.Popen
+    url: str
+    token: str
+    log_path: Path
+    runtime_dir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url[len("http") :]
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        tok = self.token if token is None else token
+        return {"Authorization": f"token {tok}"} if tok else {}
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        raw: bytes | None = None,
+        timeout: float = 60,
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Send a request; return (status, parsed JSON body or text, headers)."""
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        req = urllib.request.Request(
+            self.url.rstrip("/") + path, data=data, method=method, headers=self.headers(token)
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, _parse(resp.read()), dict(resp.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, _parse(e.read()), dict(e.headers)
+
+    def start_kernel(self, name: str = "python3", **body: Any) -> str:
+        status, model, _ = self.request("POST", "/api/kernels", {"name": name, **body})
+        assert status == 201, (status, model)
+        return model["id"]
+
+    def connect(
+        self, kernel_id: str, *, session_id: str | None = None, v1: bool = False
+    ) -> KernelSocket:
+        q = f"?session_id={session_id}" if session_id else ""
+        protocols = ["v1.kernel.websocket.jupyter.org"] if v1 else None
+        ws = websocket.create_connection(
+            f"{self.ws_url.rstrip('/')}/api/kernels/{kernel_id}/channels{q}",
+            header=[f"{k}: {v}" for k, v in self.headers().items()],
+            subprotocols=protocols,
+            timeout=60,
+        )
+        return KernelSocket(ws, v1=v1, session_id=session_id or uuid.uuid4().hex)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def _parse(data: bytes) -> Any:
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return data.decode(errors="replace")
+
+
+def start_gateway(
+    tmp: Path,
+    *args: str,
+    token: str | None = "test-token",
+    env: dict[str, str] | None = None,
+    wait: float = 60,
+) -> Gateway:
+    """Start ``kernelyard serve`` on a free loopback port and wait until it listens."""
+    runtime = tmp / "runtime"
+    runtime.mkdir(parents=True, exist_ok=True)
+    log_path = tmp / f"gateway-{uuid.uuid4().hex[:6]}.log"
+    full_env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), **(env or {})}
+    full_env.pop("KERNELYARD_AUTH_TOKEN", None)
+    if token:
+        full_env["KERNELYARD_AUTH_TOKEN"] = token
+    cmd = [sys.executable, "-m", "kernelyard.cli.main", "serve", "--port", str(free_port()),
+           "--port-retries", "0", *args]
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=tmp)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        m = LISTENING.search(log_path.read_text(errors="replace"))
+        if m:
+            return Gateway(proc, m.group(1), token or "", log_path, runtime)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"gateway did not start:\n{log_path.read_text(errors='replace')}")
+
+
+class KernelSocket:
+    """A kernel websocket in either wire format, with helpers to execute code."""
+
+    def __init__(self, ws: websocket.WebSocket, *, v1: bool, session_id: str):
+        self.ws = ws
+        self.v1 = v1
+        self.session_id = session_id
+
+    def send(self, channel: str, msg_type: str, content: dict[str, Any]) -> str:
+        msg_id = uuid.uuid4().hex
+        header = {
+            "msg_id": msg_id, "msg_type": msg_type, "session": self.session_id,
+            "username": "test", "version": "5.3", "date": "2026-01-01T00:00:00Z",
+        }
+        if self.v1:
+            from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_v1
+
+            parts = [json.dumps(p).encode() for p in (header, {}, {}, content)]
+            self.ws.send_binary(serialize_msg_to_ws_v1(parts, channel))
+        else:
+            self.ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {},
+                                     "content": content, "channel": channel, "buffers": []}))
+        return msg_id
+
+    def recv(self, timeout: float = 60) -> dict[str, Any]:
+        self.ws.settimeout(timeout)
+        frame = self.ws.recv()
+        if self.v1:
+            from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1
+
+            channel, parts = deserialize_msg_from_ws_v1(frame)
+            header, parent, metadata, content = (json.loads(p) for p in parts[:4])
+            return {"channel": channel, "header": header, "parent_header": parent,
+                    "metadata": metadata, "content": content,
+                    "msg_type": header["msg_type"]}
+        msg = json.loads(frame)
+        msg.setdefault("msg_type", msg["header"]["msg_type"])
+        return msg
+
+    def execute(self, code: str, timeout: float = 60) -> dict[str, Any]:
+        """Run code; return {'stdout', 'stderr', 'reply', 'error', 'results'} once idle."""
+        msg_id = self.send("shell", "execute_request", {
+            "code": code, "silent": False, "store_history": False,
+            "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+        out: dict[str, Any] = {"stdout": "", "stderr": "", "reply": None, "error": None,
+                               "results": []}
+        idle = False
+        deadline = time.monotonic() + timeout
+        while not (idle and out["reply"] is not None):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no reply to {code!r}: {out}")
+            msg = self.recv(left)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out[content["name"]] += content["text"]
+            elif kind == "error":
+                out["error"] = content
+            elif kind == "execute_result":
+                out["results"].append(content["data"].get("text/plain"))
+            elif kind == "status" and content["execution_state"] == "idle":
+                idle = True
+            elif kind == "execute_reply":
+                out["reply"] = content
+        return out
+
+    def close(self) -> None:
+        self.ws.close()
