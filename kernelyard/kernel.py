@@ -80,7 +80,7 @@ class GatewayKernelManager(ServerKernelManager):
     async def _wait_until_ready(self) -> None:
         """Return once the kernel answers kernel_info; raise StartFailure if it dies."""
         client = self.client()
-        client.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+        client.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)  # noqa: S604
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
         try:
@@ -133,6 +133,7 @@ class GatewayKernelManager(ServerKernelManager):
         for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
             setattr(self, name, 0)
         self._connection_file_written = False
-        kernel_cmd, kw = await self._async_pre_start_kernel(**(self._launch_args or {}))
+        launch_args: dict[str, Any] = dict(self._launch_args or {})
+        kernel_cmd, kw = await self._async_pre_start_kernel(**launch_args)
         await self._async_launch_kernel(kernel_cmd, **kw)
         return kw

@@ -74,7 +74,7 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
     ) -> str:
         try:
             return await super().start_kernel(
-                kernel_name=name, path=path, kernel_id=kernel_id, **kwargs
+                kernel_name=name, path=path, kernel_id=kernel_id, **kwargs  # type: ignore[arg-type]
             )
         except KernelStartFailed:
             self._forget_failed_start()
@@ -93,7 +93,7 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
             raise NotFound(f"no such kernelspec: {name!r}") from None
 
     async def _kernel_spec(self, name: str) -> Any:
-        ksm = self.kernel_spec_manager
+        ksm: Any = self.kernel_spec_manager
         getter = getattr(ksm, "async_get_kernel_spec", None) or ksm.get_kernel_spec
         result = getter(name)
         return await result if hasattr(result, "__await__") else result

@@ -8,6 +8,7 @@ comes out as its own status with ``{"reason", "message"}``.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from http.client import responses
 from typing import Any
 
@@ -55,11 +56,11 @@ def _public_error(exc: BaseException | None) -> errors.KernelyardError | None:
 class GatewayHandlerMixin:
     """Authentication with 401, JSON errors, no cookies (hence no XSRF check)."""
 
-    async def prepare(self) -> None:
+    async def prepare(self, **kwargs: Any) -> Awaitable[None] | None:
         handler: Any = self
         if handler.identity_provider.get_user(handler) is None:
             raise web.HTTPError(401, "authentication required: send 'Authorization: token ...'")
-        await super().prepare()  # type: ignore[misc]
+        return await super().prepare(**kwargs)  # type: ignore[misc]
 
     def check_xsrf_cookie(self) -> None:
         """No cookie ever authenticates a request here, so there is nothing to forge."""

@@ -52,7 +52,7 @@ class MainKernelHandler(GatewayHandlerMixin, kernels.MainKernelHandler):
     async def get(self) -> None:
         if not gateway_app(self).list_kernels:
             raise Forbidden("listing kernels is disabled (KernelyardApp.list_kernels)")
-        await super().get()
+        await super().get()  # type: ignore[misc]
 
     @web.authenticated
     @authorized
@@ -62,7 +62,7 @@ class MainKernelHandler(GatewayHandlerMixin, kernels.MainKernelHandler):
         km = self.kernel_manager
         kernel_id = await km.start_kernel(
             kernel_name=launch.kernel_name,
-            path=launch.path,
+            path=launch.path,  # type: ignore[arg-type]
             kernel_id=launch.kernel_id,
             env=app.kernel_env(launch.env),
         )
@@ -136,7 +136,7 @@ class SessionHandler(GatewayHandlerMixin, sessions.SessionHandler):
 class NotFoundHandler(GatewayHandlerMixin, APIHandler):
     """Every unknown path: a JSON 404, before any authentication."""
 
-    async def prepare(self) -> None:
+    async def prepare(self, **kwargs: Any) -> None:
         raise NotFound(f"no such resource: {self.request.path}")
 
 

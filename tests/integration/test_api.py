@@ -107,7 +107,8 @@ def test_default_kernelspec_when_body_is_empty(gw: Gateway) -> None:
                                   "/api/kernels/{}/restart"])
 def test_unknown_kernel_is_404(gw: Gateway, path: str) -> None:
     method = "GET" if path.endswith("{}") else "POST"
-    status, body, _ = gw.request(method, path.format(uuid.uuid4()), {} if method == "POST" else None)
+    body_in = {} if method == "POST" else None
+    status, body, _ = gw.request(method, path.format(uuid.uuid4()), body_in)
     assert status == 404, body
     status, _, _ = gw.request("DELETE", f"/api/kernels/{uuid.uuid4()}")
     assert status == 404

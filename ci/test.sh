@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install everything the tests need, start the real parts, and run the whole suite.
+# Usage: bash ci/test.sh [pytest args]      (CI runs it through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=${KERNELYARD_VENV:-.venv}
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+# shellcheck disable=SC1091
+. "$venv/bin/activate"
+python -m pip install -q --upgrade pip
+python -m pip install -q -e '.[test]'
+bash ci/e2e/install.sh
+
+echo "== lint and types"
+ruff check kernelyard tests bench
+mypy
+
+echo "== tests"
+set +e
+python -m pytest -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure" >&2
+  exit 1
+fi
+exit "$rc"
