@@ -1,0 +1,38 @@
+"""The configuration reference names only settings that exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from kernelyard.api.channels import GatewayChannelsConnection
+from kernelyard.app import KernelyardApp
+from kernelyard.kernel import GatewayKernelManager
+from kernelyard.manager import GatewayMappingKernelManager
+from kernelyard.provisioners.local import LocalKernelProvisioner
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+CLASSES = {c.__name__: c for c in [KernelyardApp, GatewayMappingKernelManager,
+                                   GatewayKernelManager, LocalKernelProvisioner,
+                                   GatewayChannelsConnection]}
+
+
+def test_every_documented_setting_exists() -> None:
+    text = DOC.read_text()
+    section_class = None
+    checked = 0
+    for line in text.splitlines():
+        heading = re.match(r"## .*\(`(\w+)`", line)
+        if heading:
+            section_class = CLASSES.get(heading.group(1))
+        row = re.match(r"\| `([\w.]+)`", line)
+        if not row:
+            continue
+        for name in re.findall(r"`([\w.]+)`", line.split("|")[1]):
+            cls_name, _, trait = name.rpartition(".")
+            cls = CLASSES.get(cls_name) if cls_name else section_class
+            if cls is None:
+                continue
+            assert cls.class_traits(config=True).get(trait), f"{name} is not a setting"
+            checked += 1
+    assert checked > 20
