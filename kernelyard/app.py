@@ -22,9 +22,14 @@ from ._version import __version__
 from .api.channels import GatewayChannelsConnection
 from .api.handlers import NotFoundHandler
 from .auth.token import TokenIdentityProvider
+from .callbacks import CallbackRegistry
+from .errors import ConfigError
 from .kernel import GatewayKernelManager
 from .manager import GatewayMappingKernelManager
+from .provisioners.base import RemoteProvisionerBase
 from .provisioners.local import LocalKernelProvisioner
+from .provisioners.ssh import SSHProvisioner
+from .store import StoreFactory
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
@@ -120,6 +125,13 @@ class KernelyardApp(ServerApp):
         help="Users who may see and use kernelspecs (empty: everyone). A kernelspec's "
         "metadata.kernelyard.authorized_users overrides this for that kernelspec.",
     )
+    shutdown_kernels_on_stop = Bool(
+        False,
+        config=True,
+        help="Shut remote kernels down when the gateway stops. By default they keep running "
+        "and the next gateway process on the same store re-adopts them. Local kernels "
+        "always stop with the gateway.",
+    )
     unauthorized_users = List(
         Unicode(),
         config=True,
@@ -184,6 +196,10 @@ class KernelyardApp(ServerApp):
             GatewayKernelManager,
             GatewayChannelsConnection,
             LocalKernelProvisioner,
+            RemoteProvisionerBase,
+            SSHProvisioner,
+            StoreFactory,
+            CallbackRegistry,
         ]
 
     @property  # type: ignore[override]
@@ -200,6 +216,33 @@ class KernelyardApp(ServerApp):
     def init_configurables(self) -> None:
         self._configure_provisioner_default()
         super().init_configurables()
+        StoreFactory.instance(parent=self)
+        CallbackRegistry.instance(parent=self)
+
+    def init_httpserver(self) -> None:
+        """Re-adopt the kernels of a previous gateway process before serving anyone."""
+        try:
+            manager: Any = self.kernel_manager
+            self.io_loop.run_sync(manager.adopt_stored_kernels)
+        except ConfigError as e:
+            self.log.critical("%s", e.message)
+            self.exit(1)
+        super().init_httpserver()
+
+    def start_app(self) -> None:
+        CallbackRegistry.instance().default_url = self.connection_url
+        super().start_app()
+
+    async def cleanup_kernels(self) -> None:
+        """Stop local kernels; leave remote ones running unless shutdown_kernels_on_stop."""
+        if not self.shutdown_kernels_on_stop and getattr(self, "kernel_manager", None):
+            manager: Any = self.kernel_manager
+            kept = await manager.detach_remote_kernels()
+            if kept:
+                self.log.info("Leaving %d remote kernel(s) running for the next gateway "
+                              "process to re-adopt", len(kept))
+        await super().cleanup_kernels()
+        await StoreFactory.instance().close()
 
     def _configure_provisioner_default(self) -> None:
         cfg = self.config

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import signal
 from typing import Any
 
 from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
@@ -21,6 +20,7 @@ from .errors import KernelStartFailed
 
 PORT_CLASH_MARKERS = ("Address already in use", "EADDRINUSE")
 _POLL_SECONDS = 0.02
+_DISCARD_SECONDS = 30.0
 
 
 class StartFailure(Exception):
@@ -121,12 +121,31 @@ class GatewayKernelManager(ServerKernelManager):
         """Kill what was started (the whole process group) and free its files."""
         if self.provisioner is not None and self.provisioner.has_process:
             try:
-                await self.provisioner.send_signal(signal.SIGKILL)
-            except (ProcessLookupError, OSError):
-                pass
-            await self.provisioner.kill()
-            await self.provisioner.wait()
+                await asyncio.wait_for(self.provisioner.kill(), _DISCARD_SECONDS)
+                await asyncio.wait_for(self.provisioner.wait(), _DISCARD_SECONDS)
+            except (ProcessLookupError, OSError, asyncio.TimeoutError) as e:
+                self.log.warning("Kernel %s: could not kill a failed start: %s", self.kernel_id, e)
         await self._async_cleanup_resources(restart=False)
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the kernel runs through a remote provisioner (and outlives the gateway)."""
+        from .provisioners.base import RemoteProvisionerBase
+
+        return isinstance(self.provisioner, RemoteProvisionerBase)
+
+    def start_restarter(self) -> None:
+        """Remote kernels are not restarted behind the client's back: a death is reported.
+
+        The restarter then looks every poll interval, so the death is seen within it.
+        """
+        if self.is_remote:
+            if self._restarter is None and self.autorestart and self.has_kernel:
+                self._restarter = self.restarter_class(
+                    kernel_manager=self, loop=self.loop, parent=self, log=self.log,
+                    restart_limit=0, time_to_dead=getattr(self.provisioner, "poll_interval", 3.0),
+                )
+        super().start_restarter()
 
     async def _relaunch_on_new_ports(self) -> dict[str, Any]:
         self.provisioner = None

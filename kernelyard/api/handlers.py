@@ -26,6 +26,7 @@ from tornado import web
 
 from .. import policy
 from .._version import __version__
+from ..callbacks import CALLBACK_PATH, CallbackRegistry
 from ..errors import Forbidden, NotFound
 from .errors import GatewayHandlerMixin
 from .spec import SpecHandler
@@ -157,3 +158,26 @@ default_handlers: list[tuple[str, type, dict[str, Any]] | tuple[str, type]] = [
     (r"/api/sessions", SessionRootHandler),
     (rf"/api/sessions/{_SESSION_ID}", SessionHandler),
 ]
+
+
+class CallbackHandler(GatewayHandlerMixin, APIHandler):
+    """``POST /kernelyard/callback/{id}``: a launcher reports its ports.
+
+    Authenticated by the one-time token of that kernel start, not by a user.
+    """
+
+    async def prepare(self, **kwargs: Any) -> None:
+        """No user authentication here: the callback token is checked in ``post``."""
+
+    async def post(self, kernel_id: str) -> None:
+        header = self.request.headers.get("Authorization", "")
+        token = header[len("Bearer "):] if header.startswith("Bearer ") else ""
+        try:
+            payload = json.loads(self.request.body or b"null")
+        except ValueError:
+            payload = None
+        CallbackRegistry.instance().fulfil(kernel_id, token, payload)
+        self.finish({})
+
+
+default_handlers.append((rf"/{CALLBACK_PATH}/{_KERNEL_ID}", CallbackHandler))

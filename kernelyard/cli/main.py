@@ -8,6 +8,7 @@ from .._version import __version__
 
 USAGE = """usage: kernelyard [serve] [options]       start the gateway (see --help, --help-all)
        kernelyard generate-config [--output FILE] [--force]
+       kernelyard kernelspec install BACKEND --name NAME [...] | kernelspec list
        kernelyard --version
 """
 
@@ -21,6 +22,10 @@ def main(argv: list[str] | None = None) -> None:
         from .generate_config import generate_config
 
         sys.exit(generate_config(args[1:]))
+    if args[:1] == ["kernelspec"]:
+        from .kernelspec import main as kernelspec_main
+
+        sys.exit(kernelspec_main(args[1:]))
     if args[:1] == ["serve"]:
         args = args[1:]
     elif args and not args[0].startswith("-"):

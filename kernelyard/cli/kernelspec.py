@@ -1,0 +1,99 @@
+"""``kernelyard kernelspec install|list``: kernelspecs for each backend."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager
+
+BACKENDS = {"ssh": "kernelyard-ssh", "local": "kernelyard-local"}
+LAUNCHER = "kernelyard-launcher"
+
+
+def kernel_json(opts: argparse.Namespace) -> dict[str, Any]:
+    """The kernel.json for ``opts`` (a pure function, tested with golden outputs)."""
+    kernel_cmd = (shlex.split(opts.kernel_cmd) if opts.kernel_cmd
+                  else [opts.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+    if "{connection_file}" not in " ".join(kernel_cmd):
+        raise SystemExit("--kernel-cmd must contain {connection_file}")
+    config: dict[str, Any] = {}
+    argv = kernel_cmd
+    if opts.backend == "ssh":
+        if not opts.hosts:
+            raise SystemExit("kernelyard kernelspec install ssh needs --hosts h1,h2")
+        config = {"hosts": opts.hosts.split(","), "remote_python": opts.python,
+                  "placement": opts.placement}
+        if opts.remote_user:
+            config["username"] = opts.remote_user
+        if opts.port_range:
+            config["port_range"] = opts.port_range
+        argv = [LAUNCHER, "--", *kernel_cmd]
+    return {
+        "argv": argv,
+        "display_name": opts.display_name or opts.name,
+        "language": opts.language,
+        "interrupt_mode": "signal",
+        "metadata": {"kernel_provisioner": {"provisioner_name": BACKENDS[opts.backend],
+                                            "config": config}},
+    }
+
+
+def install(opts: argparse.Namespace) -> int:
+    spec = kernel_json(opts)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
+        dest = KernelSpecManager().install_kernel_spec(
+            tmp, opts.name, user=opts.user, prefix=None if opts.user else opts.prefix
+        )
+    print(f"Installed kernelspec {opts.name} ({opts.backend}) in {dest}")
+    return 0
+
+
+def list_specs(_: argparse.Namespace) -> int:
+    specs = KernelSpecManager().get_all_specs()
+    rows = [("NAME", "BACKEND", "DISPLAY NAME", "DIRECTORY")]
+    for name, info in sorted(specs.items()):
+        meta = info["spec"].get("metadata", {}).get("kernel_provisioner", {})
+        rows.append((name, meta.get("provisioner_name", "local"),
+                     info["spec"].get("display_name", ""), info["resource_dir"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3])
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="kernelyard kernelspec")
+    sub = top.add_subparsers(dest="command", required=True)
+    inst = sub.add_parser("install", help="write a kernelspec for a backend")
+    inst.add_argument("backend", choices=sorted(BACKENDS))
+    inst.add_argument("--name", required=True)
+    inst.add_argument("--display-name", default="")
+    inst.add_argument("--language", default="python")
+    inst.add_argument("--hosts", default="", help="ssh: comma-separated hosts")
+    inst.add_argument("--placement", default="round-robin",
+                      choices=["round-robin", "least-loaded"])
+    inst.add_argument("--remote-user", default="", help="ssh: the user kernels run as")
+    inst.add_argument("--port-range", default="", help="kernel ports on the node, 'LO..HI'")
+    inst.add_argument("--python", default="/usr/bin/python3",
+                      help="the Python on the node that runs the launcher (and the kernel)")
+    inst.add_argument("--kernel-cmd", default="",
+                      help="the kernel's own command, with {connection_file} "
+                      "(default: ipykernel of --python)")
+    inst.add_argument("--user", action="store_true", help="install for the current user")
+    inst.add_argument("--prefix", default=sys.prefix, help="install under PREFIX/share/jupyter")
+    inst.set_defaults(run=install)
+    lst = sub.add_parser("list", help="list kernelspecs and their backends")
+    lst.set_defaults(run=list_specs)
+    return top
+
+
+def main(argv: list[str]) -> int:
+    opts = parser().parse_args(argv)
+    return int(opts.run(opts))

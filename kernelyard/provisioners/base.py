@@ -1,0 +1,310 @@
+"""The shared lifecycle of every remote kernel; backends implement a few hooks.
+
+Who calls what:
+
+- jupyter_client's ``KernelManager`` calls ``pre_launch``, ``launch_kernel``,
+  ``poll``, ``send_signal``, ``terminate``/``kill``, ``cleanup`` and
+  ``get/load_provisioner_info`` (the latter when kernelyard re-adopts kernels
+  from its store after a restart).
+- This base calls the backend hooks:
+
+  ``submit(argv, env, secrets)``  once per start; an async generator that yields
+      JSON-able checkpoints (host, pid, job id). Each is merged into ``state`` and
+      persisted before the next step, so a crash mid-start can still be cleaned
+      up. ``secrets`` (key, token, callback_url) must travel only over the
+      backend's protected channel (ssh stdin, the resource manager's env API).
+  ``status(states)``  about every ``poll_interval``, for ALL kernels of the
+      backend in one call (one ssh command per host, one squeue, one YARN query);
+      returns a ``BackendStatus`` per state, in order.
+  ``cancel(state)``  to stop a kernel; idempotent, works from persisted state
+      alone (after a gateway restart).
+  ``release(state)``  optional: free staging dirs once the kernel is gone.
+  ``signal(state, signum)``  optional native signal; return False to fall back
+      to the launcher's signed control endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets as secrets_mod
+import signal as signals
+from collections.abc import AsyncIterator
+from typing import Any
+
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from traitlets import Float, List, Unicode
+
+from ..callbacks import CallbackRegistry
+from ..errors import KernelStartFailed
+from ..store import StoreFactory
+from ..store.base import KernelRecord
+from .status import BackendStatus, StatusPoller
+
+KERNEL_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
+    """Launch through a backend, wait for the launcher's callback, watch, stop."""
+
+    launch_timeout = Float(
+        120.0,
+        config=True,
+        help="Seconds from submit until the launcher calls back. A kernelspec may set "
+        "metadata.kernel_provisioner.config.launch_timeout; a client may ask for more with "
+        "KERNEL_LAUNCH_TIMEOUT, up to max_launch_timeout.",
+    )
+    max_launch_timeout = Float(
+        600.0, config=True, help="The most a client's KERNEL_LAUNCH_TIMEOUT may ask for."
+    )
+    poll_interval = Float(
+        2.0,
+        config=True,
+        help="Seconds between status queries to the backend (one query for all its kernels).",
+    )
+    shutdown_grace = Float(
+        5.0, config=True, help="Seconds a kernel has to exit after SIGTERM before SIGKILL."
+    )
+    inherited_envs = List(
+        Unicode(),
+        config=True,
+        help="Names of the gateway's env variables passed to remote kernels.",
+    )
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.state: dict[str, Any] = {}
+        self.connection_info: KernelConnectionInfo = {}
+        self._exit_code: int | None = None
+
+    # ---- backend hooks ---------------------------------------------------------
+
+    def submit(
+        self, argv: list[str], env: dict[str, str], secrets: dict[str, str]
+    ) -> AsyncIterator[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def status(self, states: list[dict[str, Any]]) -> list[BackendStatus]:
+        raise NotImplementedError
+
+    async def cancel(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def release(self, state: dict[str, Any]) -> None:
+        """Free what the kernel left on the backend (optional)."""
+
+    async def signal(self, state: dict[str, Any], signum: int) -> bool:
+        """Deliver a signal natively; False means 'use the launcher' (the default)."""
+        return False
+
+    # ---- jupyter_client's provisioner interface ------------------------------
+
+    @property
+    def km(self) -> Any:
+        """The KernelManager of this kernel."""
+        return self.parent
+
+    @property
+    def has_process(self) -> bool:
+        return bool(self.state) and self._exit_code is None
+
+    @property
+    def poller(self) -> StatusPoller:
+        return StatusPoller.for_backend(type(self), self.poll_interval)
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        km = self.km
+        km.session.key = secrets_mod.token_hex(32).encode()
+        client_env = self._remote_env(kwargs.get("env") or {})
+        kwargs = await super().pre_launch(**{**kwargs, "env": client_env})
+        kwargs["cmd"] = self._kernel_argv(kwargs.pop("extra_arguments", []))
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        env = kwargs.get("env", {})
+        registry = CallbackRegistry.instance()
+        token, reported = registry.expect(self.kernel_id)
+        secrets = {"key": self.km.session.key.decode(), "token": token,
+                   "callback_url": registry.url_for(self.kernel_id)}
+        self._exit_code = None
+        try:
+            await self._record_new_kernel()
+            async for checkpoint in self.submit(cmd, env, secrets):
+                await self._checkpoint(checkpoint)
+            self.poller.register(self)
+            report = await self._await_callback(reported, self._launch_timeout(env))
+        except BaseException:
+            registry.forget(self.kernel_id)
+            await self._abandon_start()
+            raise
+        self.connection_info = self._connection_from(report)
+        await self._store().update(self.kernel_id, state=self.state,
+                                   connection=self.connection_info)
+        return dict(self.connection_info)
+
+    async def poll(self) -> int | None:
+        if self._exit_code is not None or not self.state:
+            return self._exit_code if self.state else 0
+        status = self.poller.latest(self.kernel_id)
+        if status is not None and status.ended:
+            self._exit_code = status.exit_code if status.exit_code is not None else 1
+        return self._exit_code
+
+    async def wait(self) -> int | None:
+        while await self.poll() is None:
+            await self.poller.next_round()
+        return self._exit_code
+
+    async def send_signal(self, signum: int) -> None:
+        if signum == 0:
+            return
+        if not await self.signal(self.state, signum):
+            await self._control("signal", signum=int(signum))
+
+    async def terminate(self, restart: bool = False) -> None:
+        await self._control("shutdown", grace=self.shutdown_grace)
+
+    async def kill(self, restart: bool = False) -> None:
+        with contextlib.suppress(Exception):
+            await self._control("signal", signum=int(signals.SIGKILL))
+        await self.cancel(self.state)
+        self._exit_code = self._exit_code if self._exit_code is not None else -9
+
+    async def cleanup(self, restart: bool = False) -> None:
+        self.poller.unregister(self.kernel_id)
+        CallbackRegistry.instance().forget(self.kernel_id)
+        if self.state:
+            await self.release(self.state)
+        if not restart:
+            await self._store().delete(self.kernel_id)
+        self.state = {}
+        self.connection_info = {}
+
+    def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
+        return max(recommended, self.shutdown_grace + self.poll_interval)
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        info = await super().get_provisioner_info()
+        info.update(state=self.state, connection_info=self._public_connection())
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        await super().load_provisioner_info(provisioner_info)
+        self.state = dict(provisioner_info.get("state") or {})
+        self.connection_info = dict(provisioner_info.get("connection_info") or {})
+        if self.state:
+            self.poller.register(self)
+
+    # ---- the lifecycle ----------------------------------------------------------
+
+    async def _await_callback(
+        self, reported: asyncio.Future[dict[str, Any]], timeout: float
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise KernelStartFailed(
+                    f"Kernel '{self.kernel_spec.display_name}' did not start within "
+                    f"{timeout:g} s; the backend last reported: {self._last_status().describe()}"
+                )
+            done, _ = await asyncio.wait({reported}, timeout=min(left, self.poll_interval))
+            if done:
+                return reported.result()
+            status = self._last_status()
+            if status.ended:
+                raise KernelStartFailed(
+                    f"Kernel '{self.kernel_spec.display_name}' failed to start: "
+                    f"{status.describe()}"
+                )
+
+    def _last_status(self) -> BackendStatus:
+        return self.poller.latest(self.kernel_id) or BackendStatus(
+            "pending", host=str(self.state.get("host", "")), reason="no status yet"
+        )
+
+    async def _abandon_start(self) -> None:
+        """Cancel whatever a failed start submitted, and forget it."""
+        self.poller.unregister(self.kernel_id)
+        if self.state:
+            with contextlib.suppress(Exception):
+                await self.cancel(self.state)
+            with contextlib.suppress(Exception):
+                await self.release(self.state)
+        await self._store().delete(self.kernel_id)
+        self._exit_code = 1
+
+    async def _record_new_kernel(self) -> None:
+        record = KernelRecord(
+            kernel_id=self.kernel_id,
+            kernel_name=self.km.kernel_name,
+            provisioner=self.kernel_spec.metadata.get("kernel_provisioner", {}).get(
+                "provisioner_name", type(self).__name__),
+        )
+        await self._store().put(record)
+
+    async def _checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.state.update(checkpoint)
+        await self._store().update(self.kernel_id, state=self.state)
+
+    def _store(self) -> Any:
+        return StoreFactory.instance().store
+
+    def _launch_timeout(self, env: dict[str, str]) -> float:
+        timeout = float(self.launch_timeout)
+        asked = env.get("KERNEL_LAUNCH_TIMEOUT")
+        with contextlib.suppress(TypeError, ValueError):
+            if asked:
+                timeout = max(timeout, min(float(asked), self.max_launch_timeout))
+        return timeout
+
+    def _remote_env(self, env: dict[str, str]) -> dict[str, str]:
+        """Only what the client or kernelspec asked for travels, plus inherited names."""
+        own = {k: v for k, v in env.items() if os.environ.get(k) != v}
+        inherited = {k: os.environ[k] for k in self.inherited_envs if k in os.environ}
+        return {**inherited, **own}
+
+    def _kernel_argv(self, extra: list[str]) -> list[str]:
+        resource_dir = self.kernel_spec.resource_dir
+        argv = [arg.replace("{resource_dir}", resource_dir) for arg in self.kernel_spec.argv]
+        return argv + list(extra)
+
+    def _connection_from(self, report: dict[str, Any]) -> dict[str, Any]:
+        info = {name: report[name] for name in KERNEL_PORT_NAMES}
+        info.update(ip=report["ip"], key=self.km.session.key.decode(), transport="tcp",
+                    signature_scheme="hmac-sha256", kernel_name=self.km.kernel_name)
+        self.state.update(host=report["hostname"], ip=report["ip"], pid=report["pid"],
+                          pgid=report["pgid"], launcher_port=report["launcher_port"])
+        return info
+
+    def _public_connection(self) -> dict[str, Any]:
+        return {k: v for k, v in self.connection_info.items() if k != "key"}
+
+    async def _control(self, action: str, **fields: Any) -> dict[str, Any]:
+        """A signed request to the launcher's control endpoint."""
+        from ..launcher import control_request_body, sign
+
+        ip, port = self.state.get("ip"), self.state.get("launcher_port")
+        if not ip or not port:
+            raise KernelStartFailed(f"kernel {self.kernel_id} has no launcher to control")
+        body = control_request_body(action, **fields)
+        key = self.km.session.key
+        try:
+            response = await AsyncHTTPClient().fetch(
+                f"http://{ip}:{port}/control", method="POST", body=body,
+                headers={"X-Kernelyard-Signature": sign(key, body),
+                         "Content-Type": "application/json"},
+                request_timeout=10,
+            )
+        except HTTPClientError as e:
+            raise KernelStartFailed(
+                f"launcher of kernel {self.kernel_id} refused {action}: {e}") from None
+        except OSError as e:
+            raise KernelStartFailed(
+                f"launcher of kernel {self.kernel_id} unreachable: {e}") from None
+        return json.loads(response.body or b"{}")
