@@ -32,7 +32,7 @@ import os
 import secrets as secrets_mod
 import signal as signals
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
@@ -144,7 +144,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         self.connection_info = self._connection_from(report)
         await self._store().update(self.kernel_id, state=self.state,
                                    connection=self.connection_info)
-        return dict(self.connection_info)
+        return self.connection_info.copy()
 
     async def poll(self) -> int | None:
         if self._exit_code is not None or not self.state:
@@ -195,7 +195,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
         await super().load_provisioner_info(provisioner_info)
         self.state = dict(provisioner_info.get("state") or {})
-        self.connection_info = dict(provisioner_info.get("connection_info") or {})
+        self.connection_info = cast(KernelConnectionInfo,
+                                    dict(provisioner_info.get("connection_info") or {}))
         if self.state:
             self.poller.register(self)
 
@@ -274,13 +275,13 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         argv = [arg.replace("{resource_dir}", resource_dir) for arg in self.kernel_spec.argv]
         return argv + list(extra)
 
-    def _connection_from(self, report: dict[str, Any]) -> dict[str, Any]:
-        info = {name: report[name] for name in KERNEL_PORT_NAMES}
+    def _connection_from(self, report: dict[str, Any]) -> KernelConnectionInfo:
+        info: dict[str, Any] = {name: report[name] for name in KERNEL_PORT_NAMES}
         info.update(ip=report["ip"], key=self.km.session.key.decode(), transport="tcp",
                     signature_scheme="hmac-sha256", kernel_name=self.km.kernel_name)
         self.state.update(host=report["hostname"], ip=report["ip"], pid=report["pid"],
                           pgid=report["pgid"], launcher_port=report["launcher_port"])
-        return info
+        return cast(KernelConnectionInfo, info)
 
     def _public_connection(self) -> dict[str, Any]:
         return {k: v for k, v in self.connection_info.items() if k != "key"}
