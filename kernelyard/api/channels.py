@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from traitlets import Bool
 
@@ -24,3 +26,15 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
         help="Whether to limit the rate of IOPub messages sent to each client. When a "
         "limit is hit, output is dropped and the client is sent a stderr message saying so.",
     )
+
+    def _on_zmq_reply(self, stream: Any, msg_list: Any) -> None:
+        """Drop output for a websocket that is already closed, quietly.
+
+        This happens when a client reconnects with the same session id before the
+        old socket is gone; jupyter_server would log an empty warning per message.
+        """
+        ws = self.websocket_handler.ws_connection
+        if ws is None or ws.is_closing():
+            self.log.debug("Kernel %s: output for a closed websocket dropped", self.kernel_id)
+            return
+        super()._on_zmq_reply(stream, msg_list)
