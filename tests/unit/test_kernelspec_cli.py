@@ -1,0 +1,63 @@
+"""``kernelyard kernelspec install``: the kernel.json it writes (golden outputs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kernelyard.cli.kernelspec import kernel_json, parser
+
+
+def _opts(*args: str):
+    return parser().parse_args(["install", *args])
+
+
+def test_ssh_kernelspec_golden() -> None:
+    spec = kernel_json(_opts("ssh", "--name", "py_ssh", "--display-name", "Python (SSH)",
+                             "--hosts", "h1,h2", "--python", "/opt/py/bin/python3",
+                             "--placement", "least-loaded", "--remote-user", "kyuser"))
+    assert spec == {
+        "argv": ["kernelyard-launcher", "--", "/opt/py/bin/python3", "-m", "ipykernel_launcher",
+                 "-f", "{connection_file}"],
+        "display_name": "Python (SSH)",
+        "language": "python",
+        "interrupt_mode": "signal",
+        "metadata": {"kernel_provisioner": {
+            "provisioner_name": "kernelyard-ssh",
+            "config": {"hosts": ["h1", "h2"], "remote_python": "/opt/py/bin/python3",
+                       "placement": "least-loaded", "username": "kyuser"}}},
+    }
+
+
+def test_other_kernels_go_through_the_same_launcher() -> None:
+    spec = kernel_json(_opts("ssh", "--name", "ir_ssh", "--hosts", "h1", "--language", "R",
+                             "--kernel-cmd", "R --slave -e IRkernel::main() --args "
+                             "{connection_file}"))
+    assert spec["argv"] == ["kernelyard-launcher", "--", "R", "--slave", "-e",
+                            "IRkernel::main()", "--args", "{connection_file}"]
+
+
+def test_ssh_needs_hosts_and_connection_file() -> None:
+    with pytest.raises(SystemExit, match="--hosts"):
+        kernel_json(_opts("ssh", "--name", "x"))
+    with pytest.raises(SystemExit, match="connection_file"):
+        kernel_json(_opts("ssh", "--name", "x", "--hosts", "h", "--kernel-cmd", "python -V"))
+
+
+def test_install_and_list(tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "kernelyard.cli.main", "kernelspec"]
+    env = {"JUPYTER_PATH": str(tmp_path / "share" / "jupyter"), "PATH": "/usr/bin:/bin",
+           "HOME": str(tmp_path)}
+    out = subprocess.run([*run, "install", "ssh", "--name", "py_ssh", "--hosts", "h1,h2",
+                          "--prefix", str(tmp_path)], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    spec = json.loads((tmp_path / "share/jupyter/kernels/py_ssh/kernel.json").read_text())
+    assert spec["metadata"]["kernel_provisioner"]["provisioner_name"] == "kernelyard-ssh"
+    listed = subprocess.run([*run, "list"], capture_output=True, text=True, env=env, timeout=60)
+    line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("py_ssh"))
+    assert "kernelyard-ssh" in line
