@@ -118,7 +118,8 @@ def start_gateway(
     runtime = tmp / "runtime"
     runtime.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"gateway-{uuid.uuid4().hex[:6]}.log"
-    full_env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), **(env or {})}
+    full_env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime),
+                "JUPYTER_DATA_DIR": str(tmp / "data"), **(env or {})}
     full_env.pop("KERNELYARD_AUTH_TOKEN", None)
     if token:
         full_env["KERNELYARD_AUTH_TOKEN"] = token

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import shlex
+import time
 from collections.abc import AsyncIterator
 from importlib.resources import files
 from itertools import groupby
@@ -65,10 +66,16 @@ class SSHProvisioner(RemoteProvisionerBase):
     )
     port_range = Unicode("", config=True, help="Kernel ports on the hosts, as 'LO..HI'.")
     connect_timeout = Float(10.0, config=True, help="Seconds to wait for an ssh connection.")
+    host_retry_after = Float(
+        60.0, config=True,
+        help="Seconds a host that could not be reached is passed over by placement "
+        "(unless every host is down).",
+    )
 
     _connections: dict[tuple[str, int, str], Any] = {}
     _shipped: set[tuple[str, str]] = set()
     _last_host: dict[tuple[str, ...], str] = {}
+    _down_until: dict[str, float] = {}
 
     # ---- hooks ---------------------------------------------------------------------
 
@@ -146,14 +153,21 @@ class SSHProvisioner(RemoteProvisionerBase):
                 raise InvalidRequest(f"KERNEL_REMOTE_HOST {pinned!r} is not one of the hosts")
             return pinned
         counts = await self._kernels_per_host()
+        up = self._hosts_up()
         if self.placement == "least-loaded":
-            return min(self.hosts, key=lambda h: (counts.get(h, 0), self.hosts.index(h)))
+            return min(up, key=lambda h: (counts.get(h, 0), self.hosts.index(h)))
         key = tuple(self.hosts)
         last = self._last_host.get(key)
-        nxt = self.hosts[(self.hosts.index(last) + 1) % len(self.hosts)] if last in self.hosts \
-            else self.hosts[sum(counts.values()) % len(self.hosts)]
+        start = self.hosts.index(last) + 1 if last in self.hosts else sum(counts.values())
+        ring = [self.hosts[(start + i) % len(self.hosts)] for i in range(len(self.hosts))]
+        nxt = next(h for h in ring if h in up)
         self._last_host[key] = nxt
         return nxt
+
+    def _hosts_up(self) -> list[str]:
+        now = time.monotonic()
+        up = [h for h in self.hosts if self._down_until.get(h, 0) <= now]
+        return up or list(self.hosts)
 
     async def _kernels_per_host(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -182,7 +196,9 @@ class SSHProvisioner(RemoteProvisionerBase):
         try:
             conn = await asyncssh.connect(host, **options)
         except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
+            self._down_until[host] = time.monotonic() + self.host_retry_after
             raise SSHHostError(f"cannot reach SSH host {host}: {e}") from None
+        self._down_until.pop(host, None)
         self._connections[key] = conn
         return conn
 
