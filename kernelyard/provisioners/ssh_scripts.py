@@ -45,6 +45,16 @@ def ours(pid):
         return kernel_id.encode() in open("/proc/%d/cmdline" % pid, "rb").read()
     except OSError:
         return False
+def ours_group(pgid):
+    # The group still holds a process started for this run dir (its connection file).
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.getpgid(int(pid)) == pgid and ours(int(pid)):
+                    return True
+            except OSError:
+                pass
+    return False
 launcher = pid_of("launcher.pid")
 if launcher and ours(launcher):
     os.kill(launcher, signal.SIGTERM)
@@ -53,11 +63,7 @@ if launcher and ours(launcher):
         time.sleep(0.1)
     if ours(launcher):
         os.kill(launcher, signal.SIGKILL)
-for name in ("kernel.pgid", "launcher.pid"):
-    pgid = pid_of(name)
-    if pgid:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except OSError:
-            pass
+pgid = pid_of("kernel.pgid")
+if pgid and ours_group(pgid):
+    os.killpg(pgid, signal.SIGKILL)
 """
