@@ -13,6 +13,12 @@ fi
 python -m pip install -q --upgrade pip
 python -m pip install -q -e '.[test]'
 bash ci/e2e/install.sh
+bash ci/ssh-hosts/install.sh
+
+echo "== real parts"
+bash ci/ssh-hosts/stop.sh >/dev/null 2>&1 || true
+bash ci/ssh-hosts/start.sh 3
+trap 'bash ci/ssh-hosts/stop.sh' EXIT
 
 echo "== lint and types"
 ruff check kernelyard tests bench

@@ -144,6 +144,7 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         km.provisioner = provisioner
         km.load_connection_info(record.connection)
         km._launch_args = {}
+        km._attempted_start = True  # later shutdowns and restarts get fresh 'ready' futures
         km._ready = asyncio.get_running_loop().create_future()
         km._ready.set_result(None)
         self._register_adopted(kid, km)
@@ -166,8 +167,8 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         """Let go of remote kernels without stopping them (the gateway is stopping)."""
         detached = [kid for kid, km in list(self._kernels.items()) if km.is_remote]
         for kid in detached:
-            km = self._kernels.pop(kid)
             self.stop_watching_activity(kid)
+            km = self._kernels.pop(kid)
             km.stop_restarter()
             km._close_control_socket()
             km.provisioner.poller.unregister(kid)

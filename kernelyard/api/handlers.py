@@ -14,7 +14,7 @@ from typing import Any
 import jupyter_server
 from jupyter_client.jsonutil import json_default
 from jupyter_core.utils import ensure_async
-from jupyter_server.auth.decorator import authorized
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.kernelspecs.handlers import KernelSpecResourceHandler
 from jupyter_server.services.kernels import handlers as kernels
@@ -169,6 +169,7 @@ class CallbackHandler(GatewayHandlerMixin, APIHandler):
     async def prepare(self, **kwargs: Any) -> None:
         """No user authentication here: the callback token is checked in ``post``."""
 
+    @allow_unauthenticated
     async def post(self, kernel_id: str) -> None:
         header = self.request.headers.get("Authorization", "")
         token = header[len("Bearer "):] if header.startswith("Bearer ") else ""

@@ -131,6 +131,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         secrets = {"key": self.km.session.key.decode(), "token": token,
                    "callback_url": registry.url_for(self.kernel_id)}
         self._exit_code = None
+        self.state = {}
         try:
             await self._record_new_kernel()
             async for checkpoint in self.submit(cmd, env, secrets):
@@ -166,7 +167,12 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             await self._control("signal", signum=int(signum))
 
     async def terminate(self, restart: bool = False) -> None:
-        await self._control("shutdown", grace=self.shutdown_grace)
+        """Ask the launcher to stop the kernel; if it is gone, cancel through the backend."""
+        try:
+            await self._control("shutdown", grace=self.shutdown_grace)
+        except KernelStartFailed as e:
+            self.log.info("Kernel %s: %s; cancelling through the backend", self.kernel_id, e)
+            await self.cancel(self.state)
 
     async def kill(self, restart: bool = False) -> None:
         with contextlib.suppress(Exception):
@@ -183,6 +189,11 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             await self._store().delete(self.kernel_id)
         self.state = {}
         self.connection_info = {}
+
+    def log_tail(self) -> str:
+        """What the backend last said about the kernel (its log tail, once it ended)."""
+        status = self.poller.latest(self.kernel_id)
+        return status.reason if status else ""
 
     def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
         return max(recommended, self.shutdown_grace + self.poll_interval)
@@ -277,9 +288,9 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     def _connection_from(self, report: dict[str, Any]) -> KernelConnectionInfo:
         info: dict[str, Any] = {name: report[name] for name in KERNEL_PORT_NAMES}
-        info.update(ip=report["ip"], key=self.km.session.key.decode(), transport="tcp",
+        info.update(ip=report["ip"], key=self.km.session.key, transport="tcp",
                     signature_scheme="hmac-sha256", kernel_name=self.km.kernel_name)
-        self.state.update(host=report["hostname"], ip=report["ip"], pid=report["pid"],
+        self.state.update(hostname=report["hostname"], ip=report["ip"], pid=report["pid"],
                           pgid=report["pgid"], launcher_port=report["launcher_port"])
         return cast(KernelConnectionInfo, info)
 

@@ -1,0 +1,274 @@
+"""Remote kernels on real SSH hosts (sshd in network namespaces, ci/ssh-hosts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.gateway import Gateway, start_gateway
+from tests.procs import alive, wait_gone
+
+STATE = Path(os.environ.get("KY_SSH_STATE", "/tmp/kernelyard-ssh-hosts"))
+REMOTE_PY = "/usr/bin/python3"
+PY_KERNEL = [REMOTE_PY, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+
+
+def _hosts_env() -> dict[str, str]:
+    env_file = STATE / "env"
+    if not env_file.exists():
+        pytest.fail("SSH hosts are not running: run `bash ci/ssh-hosts/start.sh 3` (as root)")
+    pairs = (line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    return dict(pairs)
+
+
+@pytest.fixture(scope="module")
+def hosts() -> dict[str, str]:
+    env = _hosts_env()
+    if len(env["KY_SSH_HOSTS"].split(",")) < 3:
+        pytest.fail("the SSH tests need 3 hosts: `bash ci/ssh-hosts/start.sh 3`")
+    return env
+
+
+def _spec(root: Path, name: str, hosts: list[str], argv: list[str], **config: object) -> None:
+    folder = root / "kernels" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {"argv": ["kernelyard-launcher", "--", *argv], "display_name": name,
+            "language": "python", "interrupt_mode": "signal",
+            "metadata": {"kernel_provisioner": {"provisioner_name": "kernelyard-ssh",
+                                                "config": {"hosts": hosts, **config}}}}
+    (folder / "kernel.json").write_text(json.dumps(spec))
+
+
+def _write_specs(root: Path, env: dict[str, str]) -> None:
+    h1, h2, h3 = env["KY_SSH_HOSTS"].split(",")[:3]
+    _spec(root, "ssh_py", [h1, h2], PY_KERNEL)
+    _spec(root, "ssh_least", [h3, h1, h2], PY_KERNEL, placement="least-loaded")
+    _spec(root, "ssh_ir", [h1], ["R", "--slave", "-e", "IRkernel::main()", "--args",
+                                 "{connection_file}"])
+    _spec(root, "ssh_dies", [h2], [REMOTE_PY, "-c", "import sys; print('bad kernel config',"
+                                   " file=sys.stderr); sys.exit(7)", "{connection_file}"])
+    shared = Path(tempfile.mkdtemp(prefix="kernelyard-ssh-test-"))
+    shared.chmod(0o755)  # the remote user must be able to run the script
+    mute = shared / "mute_launcher.py"
+    mute.write_text(
+        "#!/usr/bin/python3\nimport json, os, sys\n"
+        "if sys.argv[1] == '-c':  # status and cancel scripts run as they are\n"
+        f"    os.execv({REMOTE_PY!r}, [{REMOTE_PY!r}] + sys.argv[1:])\n"
+        "secrets = json.loads(sys.stdin.readline())\n"
+        "secrets['callback_url'] = 'http://127.0.0.1:9/nowhere'\n"
+        "r, w = os.pipe(); os.write(w, (json.dumps(secrets) + '\\n').encode()); os.close(w)\n"
+        "os.dup2(r, 0)\n"
+        f"os.execv({REMOTE_PY!r}, [{REMOTE_PY!r}] + sys.argv[1:])\n"
+    )
+    mute.chmod(0o755)
+    _spec(root, "ssh_mute", [h1], PY_KERNEL, remote_python=str(mute), launch_timeout=6.0)
+
+
+@pytest.fixture(scope="module")
+def ssh_root(tmp_path_factory: pytest.TempPathFactory, hosts: dict[str, str]) -> Path:
+    root = tmp_path_factory.mktemp("ssh")
+    root.chmod(0o755)
+    _write_specs(root / "jupyter", hosts)
+    for part in (root, root / "jupyter"):
+        part.chmod(0o755)
+    return root
+
+
+def _start(root: Path, hosts: dict[str, str]) -> Gateway:
+    return start_gateway(
+        root,
+        "--ip", hosts["KY_SSH_GATEWAY_IP"],
+        f"--SSHProvisioner.username={hosts['KY_SSH_USER']}",
+        f"--SSHProvisioner.client_keys={hosts['KY_SSH_KEY']}",
+        f"--SSHProvisioner.known_hosts={hosts['KY_SSH_KNOWN_HOSTS']}",
+        "--SSHProvisioner.poll_interval=1",
+        "--SSHProvisioner.connect_timeout=3",
+        env={"JUPYTER_PATH": str(root / "jupyter")},
+    )
+
+
+@pytest.fixture(scope="module")
+def gw(ssh_root: Path, hosts: dict[str, str]) -> Iterator[Gateway]:
+    gateway = _start(ssh_root, hosts)
+    yield gateway
+    for kernel in gateway.request("GET", "/api/kernels")[1] or []:
+        gateway.request("DELETE", f"/api/kernels/{kernel['id']}")
+    gateway.stop()
+
+
+def _run(gw: Gateway, kid: str, code: str) -> dict:
+    ks = gw.connect(kid)
+    try:
+        return ks.execute(code)
+    finally:
+        ks.close()
+
+
+def _remote_processes(kernel_id: str) -> set[int]:
+    """Processes on the (shared) process table that belong to this kernel's run dir."""
+    out = subprocess.run(["pgrep", "-f", kernel_id], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()} - {os.getpid()}
+
+
+def test_kernels_alternate_between_hosts(gw: Gateway) -> None:
+    kids = [gw.start_kernel("ssh_py") for _ in range(2)]
+    try:
+        names = [_run(gw, kid, "import socket; print(socket.gethostname())")["stdout"].strip()
+                 for kid in kids]
+    finally:
+        for kid in kids:
+            gw.request("DELETE", f"/api/kernels/{kid}")
+    assert sorted(names) == ["h1", "h2"]
+
+
+def test_execute_interrupt_restart_shutdown(gw: Gateway) -> None:
+    kid = gw.start_kernel("ssh_py")
+    ks = gw.connect(kid)
+    try:
+        assert ks.execute("x = 6*7; print(x)")["stdout"] == "42\n"
+        pid_before = ks.execute("import os; print(os.getpid())")["stdout"]
+        msg_id = ks.send("shell", "execute_request", {
+            "code": "import time; time.sleep(60)", "silent": False, "store_history": False,
+            "user_expressions": {}, "allow_stdin": False})
+        time.sleep(1.0)
+        assert gw.request("POST", f"/api/kernels/{kid}/interrupt", {})[0] == 204
+        error = None
+        while True:
+            msg = ks.recv(timeout=30)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "error":
+                error = msg["content"]["ename"]
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        assert error == "KeyboardInterrupt"
+        assert ks.execute("print(x)")["stdout"] == "42\n"
+    finally:
+        ks.close()
+    status, model, _ = gw.request("POST", f"/api/kernels/{kid}/restart", {})
+    assert status == 200 and model["id"] == kid
+    out = _run(gw, kid, "import os; print(os.getpid())\nx")
+    assert out["error"]["ename"] == "NameError" and out["stdout"] != pid_before
+    procs = _remote_processes(kid)
+    assert procs
+    assert gw.request("DELETE", f"/api/kernels/{kid}")[0] == 204
+    assert wait_gone(procs) == set()
+
+
+def test_kill_9_is_reported_dead(gw: Gateway) -> None:
+    kid = gw.start_kernel("ssh_py")
+    pid = int(_run(gw, kid, "import os; print(os.getpid())")["stdout"])
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    state = None
+    while time.monotonic() < deadline:
+        status, model, _ = gw.request("GET", f"/api/kernels/{kid}")
+        state = model.get("execution_state") if status == 200 else "gone"
+        if state in ("dead", "gone"):
+            break
+        time.sleep(0.5)
+    assert state in ("dead", "gone")
+    gw.request("DELETE", f"/api/kernels/{kid}")
+    assert wait_gone(_remote_processes(kid)) == set()
+
+
+def test_gateway_restart_readopts_kernel(ssh_root: Path, hosts: dict[str, str]) -> None:
+    root = ssh_root / "restart"
+    root.mkdir()
+    (root / "jupyter").symlink_to(ssh_root / "jupyter")
+    first = _start(root, hosts)
+    kid = first.start_kernel("ssh_py")
+    assert _run(first, kid, "y = 'survives'; print(y)")["stdout"] == "survives\n"
+    procs = _remote_processes(kid)
+    assert first.stop() == 0
+    assert all(alive(p) for p in procs), "the kernel did not outlive the gateway"
+    second = _start(root, hosts)
+    try:
+        out = _run(second, kid, "print(y)")
+        assert out["stdout"] == "survives\n", out
+        assert _remote_processes(kid) == procs, "a second copy of the kernel is running"
+        assert second.request("DELETE", f"/api/kernels/{kid}")[0] == 204
+        assert wait_gone(procs) == set()
+    finally:
+        second.stop()
+
+
+def test_down_host_named_and_next_start_goes_elsewhere(gw: Gateway, hosts: dict[str, str]) -> None:
+    h3 = hosts["KY_SSH_HOSTS"].split(",")[2]
+    pid_file = STATE / "sshd_h3.pid"
+    if pid_file.exists():  # stop h3's sshd (a run before may have stopped it already)
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    status, body, _ = gw.request("POST", "/api/kernels", {"name": "ssh_least"})
+    assert status == 500 and h3 in body["message"], body
+    kid = gw.start_kernel("ssh_least")
+    try:
+        assert _run(gw, kid, "import socket; print(socket.gethostname())")["stdout"] != "h3\n"
+    finally:
+        gw.request("DELETE", f"/api/kernels/{kid}")
+
+
+def test_kernel_exiting_at_once_reports_its_log(gw: Gateway) -> None:
+    status, body, _ = gw.request("POST", "/api/kernels", {"name": "ssh_dies"})
+    assert status == 500
+    assert "exit code 7" in body["message"] and "bad kernel config" in body["message"]
+
+
+def test_launcher_that_never_calls_back_is_cleaned_up(gw: Gateway) -> None:
+    kid = "0b5b5c52-1111-4222-8333-944455556666"
+    status, body, _ = gw.request("POST", "/api/kernels",
+                                 {"name": "ssh_mute", "env": {"KERNEL_ID": kid}})
+    assert status == 500 and "did not start within" in body["message"], body
+    assert wait_gone(_remote_processes(kid)) == set()
+
+
+def test_forged_and_replayed_callbacks_are_refused(gw: Gateway) -> None:
+    import urllib.error
+    import urllib.request
+
+    kid = "4f1e2d3c-aaaa-4bbb-8ccc-0123456789ab"
+    url = f"{gw.url}kernelyard/callback/{kid}"
+    req = urllib.request.Request(url, data=b"{}", method="POST",
+                                 headers={"Authorization": "Bearer forged"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 403
+    assert "forged" not in gw.log()
+
+
+def test_irkernel_through_the_same_launcher(gw: Gateway) -> None:
+    kid = gw.start_kernel("ssh_ir")
+    ks = gw.connect(kid)
+    try:
+        assert ks.execute("cat(6*7)")["stdout"] == "42"
+        msg_id = ks.send("shell", "execute_request", {
+            "code": "Sys.sleep(60)", "silent": False, "store_history": False,
+            "user_expressions": {}, "allow_stdin": False})
+        time.sleep(1.5)
+        t0 = time.monotonic()
+        assert gw.request("POST", f"/api/kernels/{kid}/interrupt", {})[0] == 204
+        while True:
+            msg = ks.recv(timeout=30)
+            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"):
+                break
+        assert time.monotonic() - t0 < 30
+        assert ks.execute("cat(1+1)")["stdout"] == "2"
+    finally:
+        ks.close()
+        gw.request("DELETE", f"/api/kernels/{kid}")
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
