@@ -386,10 +386,13 @@ def test_shutdown_kills_the_whole_group_and_the_launcher_exits(launch: Launch, h
 
 @pytest.mark.timeout(60)
 def test_shutdown_sigkills_after_the_grace(launch: Launch) -> None:
-    ignores_sigterm = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                       "time.sleep(300)")
+    ignores_sigterm = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                       "open(sys.argv[1] + '.ready', 'w').close(); time.sleep(300)")
     run = launch([sys.executable, "-c", ignores_sigterm, "{connection_file}"])
     kernel_pid = run.report()["pid"]
+    deadline = time.monotonic() + 20
+    while not list(run.run_dir.glob("*.ready")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the kernel ignores SIGTERM from here on
     started = time.monotonic()
     assert run.control("shutdown", grace=1.5)[0] == 200
     assert run.wait_exit(20) == 0
@@ -462,6 +465,7 @@ def test_an_https_callback_to_an_unknown_certificate_carries_nothing(
 def test_a_callback_never_accepted_kills_the_kernel_and_exits_1(launch: Launch) -> None:
     run = launch(SLEEPY_KERNEL, callback=CallbackServer(default_status=403))
     assert wait_until(lambda: len(run.callback.requests) >= 1, timeout=15)
+    assert wait_until(lambda: len(children_of(run.pid)) >= 2, timeout=15)
     group = {run.pid} | children_of(run.pid)
     started = time.monotonic()
     assert run.wait_exit(60) == 1
