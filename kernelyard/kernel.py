@@ -99,9 +99,16 @@ class GatewayKernelManager(ServerKernelManager):
                 except queue.Empty:
                     continue
                 if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                    self._remember_kernel_info(reply.get("content", {}))
                     return
         finally:
             client.stop_channels()
+
+    def _remember_kernel_info(self, info: dict[str, Any]) -> None:
+        """jupyter_server's websocket reuses this instead of asking the kernel again."""
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(info)
+        self._kernel_info_future = future
 
     def _death_report(self, exit_code: int) -> StartFailure:
         tail = self._log_tail()

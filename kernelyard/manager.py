@@ -10,6 +10,7 @@ id, and the guarantee that a failed start leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from typing import Any
 
@@ -19,6 +20,7 @@ from jupyter_server._tz import utcnow
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from traitlets import Integer, default
 
+from . import wire
 from .errors import Conflict, KernelStartFailed, LimitReached, NotFound
 from .kernel import GatewayKernelManager
 from .store import KernelRecord, StoreFactory
@@ -78,9 +80,12 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         self, name: str, path: str | None, kernel_id: str | None, kwargs: dict[str, Any]
     ) -> str:
         try:
-            return await super().start_kernel(
+            kid: str = await super().start_kernel(
                 kernel_name=name, path=path, kernel_id=kernel_id, **kwargs  # type: ignore[arg-type]
             )
+            # It has answered kernel_info: not 'starting' (clients would wait for it).
+            self._kernels[kid].execution_state = "idle"
+            return kid
         except KernelStartFailed:
             self._forget_failed_start()
             raise
@@ -102,6 +107,34 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         getter = getattr(ksm, "async_get_kernel_spec", None) or ksm.get_kernel_spec
         result = getter(name)
         return await result if hasattr(result, "__await__") else result
+
+    def start_watching_activity(self, kernel_id: str) -> None:
+        """Track last activity and execution state from IOPub, decoding headers only.
+
+        Same rules as jupyter_server's watcher, which decodes (and date-parses) every
+        message a second time; this one reads the header and parent header, and the
+        content of status messages only.
+        """
+        kernel = self._kernels[kernel_id]
+        kernel.reason = ""
+        kernel.last_activity = utcnow()
+        kernel._activity_stream = kernel.connect_iopub()
+        kernel._activity_stream.on_recv(lambda msg_list: self._record_activity(kernel, msg_list))
+
+    def _record_activity(self, kernel: Any, msg_list: list[Any]) -> None:
+        parts = wire.message_parts(msg_list)
+        msg_type = wire.header_of(parts).get("msg_type")
+        parent_type = wire.parent_of(parts).get("msg_type")
+        tracked_parent = self.track_message_type(parent_type)
+        if self.track_message_type(msg_type) or tracked_parent or kernel.execution_state == "busy":
+            self.last_kernel_activity = kernel.last_activity = utcnow()
+        if msg_type != "status":
+            return
+        state = json.loads(parts[wire.CONTENT]).get("execution_state")
+        if tracked_parent:
+            kernel.execution_state = state
+        elif kernel.execution_state == "starting" and state != "starting":
+            kernel.execution_state = "idle"
 
     def _handle_kernel_died(self, kernel_id: str) -> None:
         """Keep a dead kernel visible as 'dead' (with its reason) until it is deleted."""

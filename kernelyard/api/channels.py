@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
+from jupyter_client import protocol_version
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from traitlets import Bool
+
+from .. import wire
+
+V1 = "v1.kernel.websocket.jupyter.org"
+# Messages of the same major protocol version need no adaptation.
+PROTOCOL_MAJOR = int(protocol_version.split(".")[0])
 
 
 class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
@@ -27,14 +35,54 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
         "limit is hit, output is dropped and the client is sent a stderr message saying so.",
     )
 
+    def handle_outgoing_message(self, stream: Any, outgoing_msg: list[Any]) -> None:
+        """Relay a kernel message; in the legacy format, without decoding its content.
+
+        Falls back to jupyter_server's path for what needs the decoded message:
+        rate limiting, traceback hiding, protocol adaptation, binary buffers.
+        """
+        if isinstance(stream, str):
+            stream = self.channels[stream]
+        if not self._can_splice():
+            super().handle_outgoing_message(stream, outgoing_msg)
+            return
+        parts = wire.message_parts(outgoing_msg)
+        if len(parts) > wire.CONTENT + 1:
+            super().handle_outgoing_message(stream, outgoing_msg)
+            return
+        if not self._signature_ok(parts):
+            self.log.warning("Kernel %s: dropped a message with a bad signature", self.kernel_id)
+            return
+        channel = getattr(stream, "channel", "") or ""
+        text = wire.legacy_json(parts, wire.header_of(parts), channel)
+        if self._socket_open():
+            self.websocket_handler.write_message(text, binary=False)
+
+    def _can_splice(self) -> bool:
+        return (
+            self.subprotocol != V1
+            and not self.limit_rate
+            and self.session.adapt_version in (0, PROTOCOL_MAJOR)
+            and self.multi_kernel_manager.allow_tracebacks
+        )
+
+    def _signature_ok(self, parts: list[bytes]) -> bool:
+        if not self.session.auth:
+            return True
+        expected = self.session.sign(parts[wire.HEADER : wire.CONTENT + 1])
+        return hmac.compare_digest(parts[wire.SIGNATURE], expected)
+
+    def _socket_open(self) -> bool:
+        ws = self.websocket_handler.ws_connection
+        return ws is not None and not ws.is_closing()
+
     def _on_zmq_reply(self, stream: Any, msg_list: Any) -> None:
         """Drop output for a websocket that is already closed, quietly.
 
         This happens when a client reconnects with the same session id before the
         old socket is gone; jupyter_server would log an empty warning per message.
         """
-        ws = self.websocket_handler.ws_connection
-        if ws is None or ws.is_closing():
+        if not self._socket_open():
             self.log.debug("Kernel %s: output for a closed websocket dropped", self.kernel_id)
             return
         super()._on_zmq_reply(stream, msg_list)
