@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Any
 
@@ -34,6 +35,56 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
         help="Whether to limit the rate of IOPub messages sent to each client. When a "
         "limit is hit, output is dropped and the client is sent a stderr message saying so.",
     )
+
+    def nudge(self) -> asyncio.Future[None]:
+        """Resolve once the kernel answered a kernel_info and IOPub delivered a message.
+
+        The same contract as jupyter_server's nudge, which retries every 0.5 s: the
+        first IOPub messages are often lost while the new subscription propagates,
+        so every new connection waited about half a second. Here the retries start
+        at 20 ms and back off to 0.5 s.
+        """
+        if getattr(self.kernel_manager, "execution_state", None) == "busy":
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return asyncio.ensure_future(self._nudge_until_heard())
+
+    async def _nudge_until_heard(self) -> None:
+        loop = asyncio.get_running_loop()
+        replied: asyncio.Future[None] = loop.create_future()
+        heard: asyncio.Future[None] = loop.create_future()
+        shell = self.kernel_manager.connect_shell()
+        control = self.kernel_manager.connect_control()
+        iopub = self.channels["iopub"]
+        ports = list(self.kernel_manager.ports)
+
+        def resolve(future: asyncio.Future[None]) -> None:
+            if not future.done():
+                future.set_result(None)
+
+        shell.on_recv(lambda _: resolve(replied))
+        control.on_recv(lambda _: resolve(replied))
+        iopub.on_recv(lambda _: resolve(heard))
+        deadline = loop.time() + self.multi_kernel_manager.kernel_info_timeout
+        delay = 0.02
+        try:
+            while not (replied.done() and heard.done()) and loop.time() < deadline:
+                if self.kernel_id not in self.multi_kernel_manager:
+                    return
+                if list(self.kernel_manager.ports) != ports or shell.closed():
+                    return
+                self.session.send(shell, "kernel_info_request")
+                self.session.send(control, "kernel_info_request")
+                pending = [f for f in (replied, heard) if not f.done()]
+                await asyncio.wait(pending, timeout=delay)
+                delay = min(delay * 2, 0.5)
+        finally:
+            for channel in (shell, control):
+                if not channel.closed():
+                    channel.close()
+            if not iopub.closed():
+                iopub.stop_on_recv()
 
     def handle_outgoing_message(self, stream: Any, outgoing_msg: list[Any]) -> None:
         """Relay a kernel message; in the legacy format, without decoding its content.
