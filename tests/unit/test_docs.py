@@ -9,12 +9,17 @@ from kernelyard.api.channels import GatewayChannelsConnection
 from kernelyard.app import KernelyardApp
 from kernelyard.kernel import GatewayKernelManager
 from kernelyard.manager import GatewayMappingKernelManager
+from kernelyard.callbacks import CallbackRegistry
+from kernelyard.provisioners.base import RemoteProvisionerBase
 from kernelyard.provisioners.local import LocalKernelProvisioner
+from kernelyard.provisioners.ssh import SSHProvisioner
+from kernelyard.store import StoreFactory
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 CLASSES = {c.__name__: c for c in [KernelyardApp, GatewayMappingKernelManager,
                                    GatewayKernelManager, LocalKernelProvisioner,
-                                   GatewayChannelsConnection]}
+                                   GatewayChannelsConnection, RemoteProvisionerBase,
+                                   SSHProvisioner, StoreFactory, CallbackRegistry]}
 
 
 def test_every_documented_setting_exists() -> None:
@@ -35,4 +40,4 @@ def test_every_documented_setting_exists() -> None:
                 continue
             assert cls.class_traits(config=True).get(trait), f"{name} is not a setting"
             checked += 1
-    assert checked > 20
+    assert checked > 40
