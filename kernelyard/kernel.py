@@ -13,11 +13,17 @@ import asyncio
 import queue
 from typing import Any
 
-from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
+from jupyter_client.manager import KernelManager
+from jupyter_server.services.kernels.kernelmanager import (
+    ServerKernelManager,
+    emit_kernel_action_event,
+)
 from traitlets import Float, Integer
 
 from .errors import KernelStartFailed
 
+# KernelManager._async_start_kernel is wrapped by in_pending_state (functools.wraps).
+_UNWRAPPED_START = KernelManager._async_start_kernel.__wrapped__  # type: ignore[attr-defined]
 PORT_CLASH_MARKERS = ("Address already in use", "EADDRINUSE")
 _POLL_SECONDS = 0.02
 _DISCARD_SECONDS = 30.0
@@ -47,6 +53,18 @@ class GatewayKernelManager(ServerKernelManager):
         help="How many times a kernel start is retried on fresh ports when a port "
         "picked for it was taken by another process before the kernel bound it.",
     )
+
+    @emit_kernel_action_event(success_msg="Kernel {kernel_id} was started.")
+    async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
+        """jupyter_client's start, without the 10 ms sleep its 'pending' wrapper adds."""
+        if self._attempted_start or not self._ready:
+            self._ready = asyncio.get_running_loop().create_future()
+        try:
+            await _UNWRAPPED_START(self, **kw)
+        except Exception as e:
+            self._ready.set_exception(e)
+            raise
+        self._ready.set_result(None)
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
         try:

@@ -90,14 +90,19 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, sig, timeout)
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    """Signal a process, SIGKILL it if it has not exited within ``timeout``; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def _parse(data: bytes) -> Any:
@@ -178,11 +183,28 @@ class KernelSocket:
         msg.setdefault("msg_type", msg["header"]["msg_type"])
         return msg
 
-    def execute(self, code: str, timeout: float = 60) -> dict[str, Any]:
-        """Run code; return {'stdout', 'stderr', 'reply', 'error', 'results'} once idle."""
-        msg_id = self.send("shell", "execute_request", {
+    def submit(self, code: str) -> str:
+        """Send an execute_request without waiting; returns its msg_id."""
+        return self.send("shell", "execute_request", {
             "code": code, "silent": False, "store_history": False,
             "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+
+    def wait_idle(self, msg_id: str, timeout: float = 30) -> dict[str, Any] | None:
+        """Wait until the kernel is idle after ``msg_id``; return its error content, if any."""
+        error = None
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.recv(timeout=max(0.1, deadline - time.monotonic()))
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "error":
+                error = msg["content"]
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return error
+
+    def execute(self, code: str, timeout: float = 60) -> dict[str, Any]:
+        """Run code; return {'stdout', 'stderr', 'reply', 'error', 'results'} once idle."""
+        msg_id = self.submit(code)
         out: dict[str, Any] = {"stdout": "", "stderr": "", "reply": None, "error": None,
                                "results": []}
         idle = False

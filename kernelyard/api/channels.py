@@ -42,7 +42,7 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
         The same contract as jupyter_server's nudge, which retries every 0.5 s: the
         first IOPub messages are often lost while the new subscription propagates,
         so every new connection waited about half a second. Here the retries start
-        at 20 ms and back off to 0.5 s.
+        at 5 ms and back off to 0.5 s.
         """
         if getattr(self.kernel_manager, "execution_state", None) == "busy":
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -67,7 +67,7 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
         control.on_recv(lambda _: resolve(replied))
         iopub.on_recv(lambda _: resolve(heard))
         deadline = loop.time() + self.multi_kernel_manager.kernel_info_timeout
-        delay = 0.02
+        delay = 0.005
         try:
             while not (replied.done() and heard.done()) and loop.time() < deadline:
                 if self.kernel_id not in self.multi_kernel_manager:

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import websocket
 
-from tests.gateway import Gateway, KernelSocket, free_port
+from tests.gateway import Gateway, KernelSocket, free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_NODE_DIR = Path(os.environ.get("KERNELYARD_E2E_NODE_DIR", REPO / "ci" / "e2e"))
@@ -125,14 +125,7 @@ class JupyterProcess:
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM (Jupyter Server then shuts its gateway kernels down), SIGKILL if stuck."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, signal.SIGTERM, timeout)
 
 
 def start_jupyter(

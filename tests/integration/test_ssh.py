@@ -83,9 +83,10 @@ def ssh_root(tmp_path_factory: pytest.TempPathFactory, hosts: dict[str, str]) ->
     return root
 
 
-def _start(root: Path, hosts: dict[str, str]) -> Gateway:
+def _start(root: Path, hosts: dict[str, str], *extra: str) -> Gateway:
     return start_gateway(
         root,
+        *extra,
         "--ip", hosts["KY_SSH_GATEWAY_IP"],
         f"--SSHProvisioner.username={hosts['KY_SSH_USER']}",
         f"--SSHProvisioner.client_keys={hosts['KY_SSH_KEY']}",
@@ -130,27 +131,29 @@ def test_kernels_alternate_between_hosts(gw: Gateway) -> None:
     assert sorted(names) == ["h1", "h2"]
 
 
+def test_a_client_may_pin_a_listed_host_only(gw: Gateway, hosts: dict[str, str]) -> None:
+    h2 = hosts["KY_SSH_HOSTS"].split(",")[1]
+    kid = gw.start_kernel("ssh_py", env={"KERNEL_REMOTE_HOST": h2})
+    try:
+        assert _run(gw, kid, "import socket; print(socket.gethostname())")["stdout"] == "h2\n"
+    finally:
+        gw.request("DELETE", f"/api/kernels/{kid}")
+    status, body, _ = gw.request("POST", "/api/kernels",
+                                 {"name": "ssh_py", "env": {"KERNEL_REMOTE_HOST": "10.0.0.99"}})
+    assert status == 400 and "KERNEL_REMOTE_HOST" in body["message"]
+
+
 def test_execute_interrupt_restart_shutdown(gw: Gateway) -> None:
     kid = gw.start_kernel("ssh_py")
     ks = gw.connect(kid)
     try:
         assert ks.execute("x = 6*7; print(x)")["stdout"] == "42\n"
         pid_before = ks.execute("import os; print(os.getpid())")["stdout"]
-        msg_id = ks.send("shell", "execute_request", {
-            "code": "import time; time.sleep(60)", "silent": False, "store_history": False,
-            "user_expressions": {}, "allow_stdin": False})
+        msg_id = ks.submit("import time; time.sleep(60)")
         time.sleep(1.0)
         assert gw.request("POST", f"/api/kernels/{kid}/interrupt", {})[0] == 204
-        error = None
-        while True:
-            msg = ks.recv(timeout=30)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "error":
-                error = msg["content"]["ename"]
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                break
-        assert error == "KeyboardInterrupt"
+        error = ks.wait_idle(msg_id)
+        assert error is not None and error["ename"] == "KeyboardInterrupt"
         assert ks.execute("print(x)")["stdout"] == "42\n"
     finally:
         ks.close()
@@ -200,6 +203,18 @@ def test_gateway_restart_readopts_kernel(ssh_root: Path, hosts: dict[str, str]) 
         assert wait_gone(procs) == set()
     finally:
         second.stop()
+
+
+def test_kernels_can_stop_with_the_gateway(ssh_root: Path, hosts: dict[str, str]) -> None:
+    root = ssh_root / "stop_all"
+    root.mkdir()
+    (root / "jupyter").symlink_to(ssh_root / "jupyter")
+    gw = _start(root, hosts, "--KernelyardApp.shutdown_kernels_on_stop=True")
+    kid = gw.start_kernel("ssh_py")
+    procs = _remote_processes(kid)
+    assert procs
+    assert gw.stop() == 0
+    assert wait_gone(procs) == set()
 
 
 def test_down_host_named_and_next_start_goes_elsewhere(gw: Gateway, hosts: dict[str, str]) -> None:
@@ -252,17 +267,11 @@ def test_irkernel_through_the_same_launcher(gw: Gateway) -> None:
     ks = gw.connect(kid)
     try:
         assert ks.execute("cat(6*7)")["stdout"] == "42"
-        msg_id = ks.send("shell", "execute_request", {
-            "code": "Sys.sleep(60)", "silent": False, "store_history": False,
-            "user_expressions": {}, "allow_stdin": False})
+        msg_id = ks.submit("Sys.sleep(60)")
         time.sleep(1.5)
         t0 = time.monotonic()
         assert gw.request("POST", f"/api/kernels/{kid}/interrupt", {})[0] == 204
-        while True:
-            msg = ks.recv(timeout=30)
-            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
-                    and msg["content"]["execution_state"] == "idle"):
-                break
+        ks.wait_idle(msg_id, timeout=30)
         assert time.monotonic() - t0 < 30
         assert ks.execute("cat(1+1)")["stdout"] == "2"
     finally:

@@ -58,9 +58,7 @@ def test_reconnect_with_same_session_replays_missed_output(gw: Gateway, kernel: 
     session = "replay-session"
     ks = gw.connect(kernel, session_id=session)
     ks.execute("import time")
-    ks.send("shell", "execute_request", {
-        "code": "time.sleep(1); print('while you were away')", "silent": False,
-        "store_history": False, "user_expressions": {}, "allow_stdin": False})
+    ks.submit("time.sleep(1); print('while you were away')")
     ks.close()
     time.sleep(2.5)
     again = gw.connect(kernel, session_id=session)
@@ -81,13 +79,11 @@ def test_interrupt_keeps_variables(gw: Gateway, kernel: str, v1: bool) -> None:
     ks = gw.connect(kernel, v1=v1)
     try:
         ks.execute("x = 41")
-        msg_id = ks.send("shell", "execute_request", {
-            "code": "import time; time.sleep(60)", "silent": False, "store_history": False,
-            "user_expressions": {}, "allow_stdin": False})
+        msg_id = ks.submit("import time; time.sleep(60)")
         _wait_for_busy(ks, msg_id)
         status, _, _ = gw.request("POST", f"/api/kernels/{kernel}/interrupt", {})
         assert status == 204
-        error = _wait_for_error(ks, msg_id)
+        error = ks.wait_idle(msg_id)
         assert error["ename"] == "KeyboardInterrupt"
         assert ks.execute("print(x + 1)")["stdout"] == "42\n"
     finally:
@@ -159,15 +155,3 @@ def _wait_for_busy(ks, msg_id: str) -> None:
             time.sleep(0.3)
             return
 
-
-def _wait_for_error(ks, msg_id: str) -> dict:
-    """The error of request ``msg_id``, once the kernel is idle again."""
-    error = None
-    while True:
-        msg = ks.recv(timeout=30)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "error":
-            error = msg["content"]
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return error

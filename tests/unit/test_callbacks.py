@@ -66,3 +66,15 @@ def test_only_declared_fields(bad: object) -> None:
         assert not future.done()
 
     _run(scenario)
+
+
+def test_client_launch_timeout_is_capped() -> None:
+    from kernelyard.provisioners.ssh import SSHProvisioner
+
+    prov = SSHProvisioner(kernel_id=KID, kernel_spec=None, launch_timeout=30,
+                          max_launch_timeout=100)
+    assert prov._launch_timeout({}) == 30
+    assert prov._launch_timeout({"KERNEL_LAUNCH_TIMEOUT": "60"}) == 60
+    assert prov._launch_timeout({"KERNEL_LAUNCH_TIMEOUT": "9999"}) == 100
+    assert prov._launch_timeout({"KERNEL_LAUNCH_TIMEOUT": "5"}) == 30
+    assert prov._launch_timeout({"KERNEL_LAUNCH_TIMEOUT": "soon"}) == 30

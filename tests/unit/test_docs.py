@@ -7,9 +7,9 @@ from pathlib import Path
 
 from kernelyard.api.channels import GatewayChannelsConnection
 from kernelyard.app import KernelyardApp
+from kernelyard.callbacks import CallbackRegistry
 from kernelyard.kernel import GatewayKernelManager
 from kernelyard.manager import GatewayMappingKernelManager
-from kernelyard.callbacks import CallbackRegistry
 from kernelyard.provisioners.base import RemoteProvisionerBase
 from kernelyard.provisioners.local import LocalKernelProvisioner
 from kernelyard.provisioners.ssh import SSHProvisioner
