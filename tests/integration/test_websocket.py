@@ -9,26 +9,19 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.gateway import Gateway, start_gateway
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = start_gateway(tmp_path_factory.mktemp("ws"))
-    yield gateway
-    gateway.stop()
+from tests.gateway import Gateway
 
 
 @pytest.fixture
-def kernel(gw: Gateway) -> Iterator[str]:
-    kid = gw.start_kernel()
+def kernel(gateway: Gateway) -> Iterator[str]:
+    kid = gateway.start_kernel()
     yield kid
-    gw.request("DELETE", f"/api/kernels/{kid}")
+    gateway.request("DELETE", f"/api/kernels/{kid}")
 
 
 @pytest.mark.parametrize("v1", [False, True], ids=["legacy", "v1"])
-def test_execute_in_both_protocols(gw: Gateway, kernel: str, v1: bool) -> None:
-    ks = gw.connect(kernel, v1=v1)
+def test_execute_in_both_protocols(gateway: Gateway, kernel: str, v1: bool) -> None:
+    ks = gateway.connect(kernel, v1=v1)
     try:
         if v1:
             assert ks.ws.subprotocol == "v1.kernel.websocket.jupyter.org"
@@ -40,8 +33,8 @@ def test_execute_in_both_protocols(gw: Gateway, kernel: str, v1: bool) -> None:
 
 
 @pytest.mark.parametrize("v1", [False, True], ids=["legacy", "v1"])
-def test_kernel_info_reply(gw: Gateway, kernel: str, v1: bool) -> None:
-    ks = gw.connect(kernel, v1=v1)
+def test_kernel_info_reply(gateway: Gateway, kernel: str, v1: bool) -> None:
+    ks = gateway.connect(kernel, v1=v1)
     try:
         msg_id = ks.send("shell", "kernel_info_request", {})
         while True:
@@ -54,14 +47,14 @@ def test_kernel_info_reply(gw: Gateway, kernel: str, v1: bool) -> None:
     assert msg["content"]["language_info"]["name"] == "python"
 
 
-def test_reconnect_with_same_session_replays_missed_output(gw: Gateway, kernel: str) -> None:
+def test_reconnect_with_same_session_replays_missed_output(gateway: Gateway, kernel: str) -> None:
     session = "replay-session"
-    ks = gw.connect(kernel, session_id=session)
+    ks = gateway.connect(kernel, session_id=session)
     ks.execute("import time")
     ks.submit("time.sleep(1); print('while you were away')")
     ks.close()
     time.sleep(2.5)
-    again = gw.connect(kernel, session_id=session)
+    again = gateway.connect(kernel, session_id=session)
     try:
         seen = ""
         deadline = time.monotonic() + 20
@@ -75,13 +68,13 @@ def test_reconnect_with_same_session_replays_missed_output(gw: Gateway, kernel: 
 
 
 @pytest.mark.parametrize("v1", [False, True], ids=["legacy", "v1"])
-def test_interrupt_keeps_variables(gw: Gateway, kernel: str, v1: bool) -> None:
-    ks = gw.connect(kernel, v1=v1)
+def test_interrupt_keeps_variables(gateway: Gateway, kernel: str, v1: bool) -> None:
+    ks = gateway.connect(kernel, v1=v1)
     try:
         ks.execute("x = 41")
         msg_id = ks.submit("import time; time.sleep(60)")
         _wait_for_busy(ks, msg_id)
-        status, _, _ = gw.request("POST", f"/api/kernels/{kernel}/interrupt", {})
+        status, _, _ = gateway.request("POST", f"/api/kernels/{kernel}/interrupt", {})
         assert status == 204
         error = ks.wait_idle(msg_id)
         assert error["ename"] == "KeyboardInterrupt"
@@ -90,16 +83,16 @@ def test_interrupt_keeps_variables(gw: Gateway, kernel: str, v1: bool) -> None:
         ks.close()
 
 
-def test_restart_keeps_id_and_clears_state(gw: Gateway, kernel: str) -> None:
-    ks = gw.connect(kernel)
+def test_restart_keeps_id_and_clears_state(gateway: Gateway, kernel: str) -> None:
+    ks = gateway.connect(kernel)
     try:
         ks.execute("import os; y = 7")
         pid_before = ks.execute("print(os.getpid())")["stdout"]
     finally:
         ks.close()
-    status, model, _ = gw.request("POST", f"/api/kernels/{kernel}/restart", {})
+    status, model, _ = gateway.request("POST", f"/api/kernels/{kernel}/restart", {})
     assert status == 200 and model["id"] == kernel
-    ks = gw.connect(kernel)
+    ks = gateway.connect(kernel)
     try:
         out = ks.execute("import os; print(os.getpid()); y")
     finally:
@@ -108,42 +101,42 @@ def test_restart_keeps_id_and_clears_state(gw: Gateway, kernel: str) -> None:
     assert out["stdout"] and out["stdout"] != pid_before
 
 
-def test_client_dropping_mid_message_harms_nothing(gw: Gateway, kernel: str) -> None:
-    url = urlparse(gw.url)
+def test_client_dropping_mid_message_harms_nothing(gateway: Gateway, kernel: str) -> None:
+    url = urlparse(gateway.url)
     with socket.create_connection((url.hostname, url.port)) as raw:
         raw.sendall(
             f"GET /api/kernels/{kernel}/channels HTTP/1.1\r\nHost: {url.netloc}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            f"Authorization: token {gw.token}\r\n\r\n".encode()
+            f"Authorization: token {gateway.token}\r\n\r\n".encode()
         )
         assert b"101" in raw.recv(4096).split(b"\r\n")[0]
         # A masked text frame announcing 1000 bytes, of which only 10 arrive.
         raw.sendall(bytes([0x81, 0x80 | 126]) + (1000).to_bytes(2, "big") + b"mask" + b"x" * 10)
     time.sleep(0.5)
-    assert gw.request("GET", "/api")[0] == 200
-    ks = gw.connect(kernel)
+    assert gateway.request("GET", "/api")[0] == 200
+    ks = gateway.connect(kernel)
     try:
         assert ks.execute("print('still here')")["stdout"] == "still here\n"
     finally:
         ks.close()
 
 
-def test_websocket_needs_the_token(gw: Gateway, kernel: str) -> None:
+def test_websocket_needs_the_token(gateway: Gateway, kernel: str) -> None:
     import websocket
 
     with pytest.raises(websocket.WebSocketBadStatusException) as err:
-        websocket.create_connection(f"{gw.ws_url}api/kernels/{kernel}/channels", timeout=10)
+        websocket.create_connection(f"{gateway.ws_url}api/kernels/{kernel}/channels", timeout=10)
     assert err.value.status_code == 401
 
 
-def test_websocket_to_unknown_kernel_is_404(gw: Gateway) -> None:
+def test_websocket_to_unknown_kernel_is_404(gateway: Gateway) -> None:
     import websocket
 
     with pytest.raises(websocket.WebSocketBadStatusException) as err:
         websocket.create_connection(
-            f"{gw.ws_url}api/kernels/00000000-0000-4000-8000-000000000000/channels",
-            header=[f"Authorization: token {gw.token}"], timeout=10)
+            f"{gateway.ws_url}api/kernels/00000000-0000-4000-8000-000000000000/channels",
+            header=[f"Authorization: token {gateway.token}"], timeout=10)
     assert err.value.status_code == 404
 
 
