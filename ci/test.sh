@@ -14,11 +14,14 @@ python -m pip install -q --upgrade pip
 python -m pip install -q -e '.[test]'
 bash ci/e2e/install.sh
 bash ci/ssh-hosts/install.sh
+bash ci/yarn/install.sh    # pyspark into the venv, the YARN daemon jars into ~/.m2
 
 echo "== real parts"
+trap 'bash ci/ssh-hosts/stop.sh; bash ci/yarn/stop.sh' EXIT
 bash ci/ssh-hosts/stop.sh >/dev/null 2>&1 || true
 bash ci/ssh-hosts/start.sh 3
-trap 'bash ci/ssh-hosts/stop.sh' EXIT
+bash ci/yarn/stop.sh >/dev/null 2>&1 || true
+bash ci/yarn/start.sh
 
 echo "== lint and types"
 ruff check kernelyard tests bench
