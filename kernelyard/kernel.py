@@ -27,6 +27,7 @@ _UNWRAPPED_START = KernelManager._async_start_kernel.__wrapped__  # type: ignore
 PORT_CLASH_MARKERS = ("Address already in use", "EADDRINUSE")
 _POLL_SECONDS = 0.02
 _DISCARD_SECONDS = 30.0
+_SPARE_SECONDS = 10.0
 
 
 class StartFailure(Exception):
@@ -94,6 +95,33 @@ class GatewayKernelManager(ServerKernelManager):
                 )
                 kw = await self._relaunch_on_new_ports()
         await super()._async_post_start_kernel(**kw)
+        self._keep_spare_iopub()
+
+    def _keep_spare_iopub(self) -> None:
+        """Subscribe to IOPub now, for the first websocket to take.
+
+        A new SUB socket misses messages until its subscription reaches the kernel,
+        so a fresh websocket has to nudge the kernel until IOPub speaks. A socket
+        subscribed at start is ready by the time the client connects. It is closed
+        if nobody takes it within ``_SPARE_SECONDS`` (so output is not queued).
+        """
+        self.take_spare_iopub()
+        if self.context.closed:
+            return
+        spare = self.connect_iopub()
+        self._spare_iopub = spare
+        asyncio.get_running_loop().call_later(_SPARE_SECONDS, self._drop_spare, spare)
+
+    def take_spare_iopub(self) -> Any:
+        """The subscribed IOPub stream kept since start, or None; each is taken once."""
+        spare, self._spare_iopub = getattr(self, "_spare_iopub", None), None
+        return spare if spare is not None and not spare.closed() else None
+
+    def _drop_spare(self, spare: Any) -> None:
+        if getattr(self, "_spare_iopub", None) is spare:
+            self._spare_iopub = None
+        if not spare.closed() and getattr(spare, "channel", None) is None:
+            spare.close()
 
     async def _wait_until_ready(self) -> None:
         """Return once the kernel answers kernel_info; raise StartFailure if it dies."""
@@ -120,13 +148,20 @@ class GatewayKernelManager(ServerKernelManager):
                     self._remember_kernel_info(reply.get("content", {}))
                     return
         finally:
-            client.stop_channels()
+            client.shell_channel.close()
 
     def _remember_kernel_info(self, info: dict[str, Any]) -> None:
         """jupyter_server's websocket reuses this instead of asking the kernel again."""
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         future.set_result(info)
         self._kernel_info_future = future
+        self._answered_at = loop.time()
+
+    def answered_recently(self, seconds: float = _SPARE_SECONDS) -> bool:
+        """Whether the kernel answered a kernel_info_request in the last ``seconds``."""
+        answered = getattr(self, "_answered_at", None)
+        return answered is not None and asyncio.get_running_loop().time() - answered < seconds
 
     def _death_report(self, exit_code: int) -> StartFailure:
         tail = self._log_tail()
@@ -141,6 +176,12 @@ class GatewayKernelManager(ServerKernelManager):
     def _log_suffix(self, tail: str | None = None) -> str:
         tail = self._log_tail() if tail is None else tail
         return f"; last lines of its log:\n{tail}" if tail else ""
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        spare = self.take_spare_iopub()
+        if spare is not None:
+            spare.close()
+        await super()._async_cleanup_resources(restart=restart)
 
     async def _discard_failed_launch(self) -> None:
         """Kill what was started (the whole process group) and free its files."""

@@ -36,6 +36,16 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
         "limit is hit, output is dropped and the client is sent a stderr message saying so.",
     )
 
+    def create_stream(self) -> None:
+        """jupyter_server's streams, with the IOPub socket subscribed at kernel start."""
+        super().create_stream()
+        take = getattr(self.kernel_manager, "take_spare_iopub", None)
+        spare = take() if take else None
+        if spare is not None:
+            self.channels["iopub"].close()
+            spare.channel = "iopub"
+            self.channels["iopub"] = spare
+
     def nudge(self) -> asyncio.Future[None]:
         """Resolve once the kernel answered a kernel_info and IOPub delivered a message.
 
@@ -66,19 +76,33 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
         shell.on_recv(lambda _: resolve(replied))
         control.on_recv(lambda _: resolve(replied))
         iopub.on_recv(lambda _: resolve(heard))
-        deadline = loop.time() + self.multi_kernel_manager.kernel_info_timeout
+        started = loop.time()
+        deadline = started + self.multi_kernel_manager.kernel_info_timeout
+        # A kernel that has just answered kernel_info (its start) is known to be
+        # responsive: then IOPub speaking is all that is left to check.
+        recent = getattr(self.kernel_manager, "answered_recently", None)
+        if recent is not None and recent():
+            resolve(replied)
         delay = 0.005
+        attempts = 0
         try:
             while not (replied.done() and heard.done()) and loop.time() < deadline:
                 if self.kernel_id not in self.multi_kernel_manager:
                     return
                 if list(self.kernel_manager.ports) != ports or shell.closed():
                     return
-                self.session.send(shell, "kernel_info_request")
+                # A kernel known to be responsive is first asked on control only, which
+                # keeps its shell queue free for the client; not every kernel publishes
+                # status for control requests, so later attempts use shell too.
+                if not replied.done() or attempts:
+                    self.session.send(shell, "kernel_info_request")
                 self.session.send(control, "kernel_info_request")
+                attempts += 1
                 pending = [f for f in (replied, heard) if not f.done()]
                 await asyncio.wait(pending, timeout=delay)
                 delay = min(delay * 2, 0.5)
+            self.log.debug("Nudge: kernel %s ready in %.1f ms, %d attempt(s)",
+                           self.kernel_id, 1000 * (loop.time() - started), attempts)
         finally:
             for channel in (shell, control):
                 if not channel.closed():
