@@ -15,12 +15,11 @@ import shlex
 import time
 from collections.abc import AsyncIterator
 from importlib.resources import files
-from itertools import groupby
 from typing import Any
 
 from traitlets import Bool, Enum, Float, Integer, List, Unicode
 
-from ..errors import KernelStartFailed
+from ..errors import InvalidRequest, KernelStartFailed
 from ..policy import check_kernel_id
 from .base import RemoteProvisionerBase
 from .ssh_scripts import CANCEL_SCRIPT, STATUS_SCRIPT
@@ -103,16 +102,16 @@ class SSHProvisioner(RemoteProvisionerBase):
         yield {"launcher_pid": started["pid"]}
 
     async def status(self, states: list[dict[str, Any]]) -> list[BackendStatus]:
-        by_host = {h: list(group) for h, group in groupby(
-            sorted(enumerate(states), key=lambda item: item[1].get("host", "")),
-            key=lambda item: item[1].get("host", ""))}
+        """One ssh command per host, whatever the number of kernels on it."""
+        by_host: dict[str, list[int]] = {}
+        for index, state in enumerate(states):
+            by_host.setdefault(state.get("host", ""), []).append(index)
+        answers = await asyncio.gather(*(
+            self._host_status(host, [states[i] for i in indexes])
+            for host, indexes in by_host.items()))
         results: dict[int, BackendStatus] = {}
-        answers = await asyncio.gather(
-            *(self._host_status(host, [s for _, s in group]) for host, group in by_host.items())
-        )
-        for (_host, group), statuses in zip(by_host.items(), answers, strict=True):
-            for (index, _), status in zip(group, statuses, strict=True):
-                results[index] = status
+        for indexes, statuses in zip(by_host.values(), answers, strict=True):
+            results.update(zip(indexes, statuses, strict=True))
         return [results[i] for i in range(len(states))]
 
     async def cancel(self, state: dict[str, Any]) -> None:
@@ -148,8 +147,6 @@ class SSHProvisioner(RemoteProvisionerBase):
         pinned = env.get("KERNEL_REMOTE_HOST")
         if pinned:
             if pinned not in self.hosts:
-                from ..errors import InvalidRequest
-
                 raise InvalidRequest(f"KERNEL_REMOTE_HOST {pinned!r} is not one of the hosts")
             return pinned
         counts = await self._kernels_per_host()

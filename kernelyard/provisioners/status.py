@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .base import RemoteProvisionerBase
@@ -99,12 +98,4 @@ class StatusPoller:
         for provisioner, status in zip(members, statuses, strict=True):
             self._latest[provisioner.kernel_id] = status
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
-
-def unknown(_: Any = None) -> BackendStatus:
-    return BackendStatus(PENDING, reason="no status yet")
