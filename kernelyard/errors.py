@@ -42,5 +42,9 @@ class KernelStartFailed(KernelyardError):
     """A kernel could not be started; the message says which and why."""
 
 
+class BackendUnavailable(KernelStartFailed):
+    """The cluster's resource manager can't be reached: the client may retry later (503)."""
+
+
 class ConfigError(KernelyardError):
     """A setting has a value the gateway cannot run with; names the setting."""

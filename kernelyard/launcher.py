@@ -88,6 +88,85 @@ MAX_BODY = 64 * 1024
 POLL = 0.1
 KERNEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 NONCE_RE = re.compile(r"^[0-9a-fA-F]{16,128}$")
+SPARK_MODES = ("lazy", "eager", "none")
+# Run by IPython at kernel start ($PYTHONSTARTUP); settings come in $KERNELYARD_SPARK.
+SPARK_STARTUP = r'''"""kernelyard: this kernel's Spark session, as `spark` and `sc`.
+
+lazy: both names exist at once and the session is created in the background
+(in YARN cluster mode the ApplicationMaster waits for it); eager: it is created
+before the kernel answers. After an interrupt the running Spark jobs are cancelled.
+"""
+
+
+def _kernelyard_spark_session():
+    import json
+    import os
+    import threading
+
+    from pyspark.sql import SparkSession
+
+    settings = json.loads(os.environ.pop("KERNELYARD_SPARK", "{}"))
+    shell = get_ipython()  # noqa: F821 - IPython's startup namespace
+    ready = threading.Event()
+    made = {}
+
+    class Pending:
+        """Stands for `spark` or `sc` until the session exists, then forwards to it."""
+
+        def __init__(self, name):
+            object.__setattr__(self, "_name", name)
+
+        def _target(self):
+            ready.wait()
+            if "error" in made:
+                raise RuntimeError("the Spark session could not be created: %s" % made["error"])
+            return made[self._name]
+
+        def __getattr__(self, attr):
+            return getattr(self._target(), attr)
+
+        def __dir__(self):
+            return dir(self._target())
+
+        def __repr__(self):
+            if ready.is_set():
+                return repr(self._target())
+            return "<%s: the Spark session is starting>" % self._name
+
+    pending = {"spark": Pending("spark"), "sc": Pending("sc")}
+
+    def create():
+        try:
+            builder = SparkSession.builder
+            if settings.get("master"):
+                builder = builder.master(settings["master"])
+            for key, value in settings.get("conf", {}).items():
+                builder = builder.config(key, value)
+            made["spark"] = builder.getOrCreate()
+            made["sc"] = made["spark"].sparkContext
+        except BaseException as e:  # shown to the user on first use of spark / sc
+            made["error"] = e
+        finally:
+            ready.set()
+        for name in ("spark", "sc"):
+            if name in made and shell.user_ns.get(name) is pending[name]:
+                shell.user_ns[name] = made[name]
+
+    def cancel_jobs_after_interrupt(result):
+        if isinstance(result.error_in_exec, KeyboardInterrupt) and "sc" in made:
+            made["sc"].cancelAllJobs()
+
+    shell.events.register("post_run_cell", cancel_jobs_after_interrupt)
+    shell.user_ns.update(pending)
+    if settings.get("mode") == "eager":
+        create()
+    else:
+        threading.Thread(target=create, name="kernelyard-spark", daemon=True).start()
+
+
+_kernelyard_spark_session()
+del _kernelyard_spark_session
+'''
 
 log = logging.getLogger("kernelyard.launcher")
 
@@ -206,29 +285,52 @@ class UsageError(Exception):
     """Bad options or secrets: the launcher exits 2 with this message."""
 
 
-def read_secrets(from_stdin: bool) -> Secrets:
-    """The secrets from one stdin JSON line or from the env; the env vars are removed."""
+def read_secrets(from_stdin: bool, from_file: str = "") -> Secrets:
+    """The secrets from one stdin JSON line, a JSON file, or the env; env vars are removed.
+
+    A secrets file (shipped by a resource manager into the kernel's private work dir)
+    is deleted once read.
+    """
     found: dict[str, Any] = {name: os.environ.pop(var, "") for name, var in SECRET_ENVS.items()}
-    if from_stdin:
-        line = sys.stdin.buffer.readline(MAX_BODY)
-        try:
-            data = json.loads(line)
-        except ValueError:
-            raise UsageError("the secrets line on stdin is not JSON") from None
-        if not isinstance(data, dict):
-            raise UsageError("the secrets line on stdin is not a JSON object")
+    extra_env: dict[str, str] = {}
+    where = "in $" + "/$".join(SECRET_ENVS.values())
+    if from_stdin or from_file:
+        where = "on stdin" if from_stdin else f"in {from_file}"
+        data = _secrets_json(_read_secrets_line(from_file), where)
         found = {name: data.get(name) for name in SECRET_ENVS}
         extra_env = _kernel_env(data.get("env"))
-    else:
-        extra_env = {}
     for name, value in found.items():
         if not (isinstance(value, str) and value):
-            where = "on stdin" if from_stdin else f"in ${SECRET_ENVS[name]}"
             raise UsageError(f"secret {name!r} is missing {where}")
     scheme = urllib.parse.urlsplit(found["callback_url"]).scheme
     if scheme not in ("http", "https"):
         raise UsageError("the callback URL must be http or https")
     return Secrets(env=extra_env, **found)
+
+
+def _read_secrets_line(path: str) -> bytes:
+    if not path:
+        return sys.stdin.buffer.readline(MAX_BODY)
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_BODY)
+    except OSError as e:
+        raise UsageError(f"cannot read the secrets file: {e.strerror}") from None
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _secrets_json(line: bytes, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        raise UsageError(f"the secrets {where} are not JSON") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"the secrets {where} are not a JSON object")
+    return data
 
 
 def _kernel_env(value: Any) -> dict[str, str]:
@@ -255,6 +357,13 @@ def _kernel_id_arg(text: str) -> str:
     return text
 
 
+def _spark_conf_arg(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not re.match(r"^[A-Za-z0-9_.-]+$", key):
+        raise argparse.ArgumentTypeError("expected KEY=VALUE with a Spark conf key")
+    return key, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kernelyard-launcher",
@@ -268,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default="")
     p.add_argument("--detach", action="store_true")
     p.add_argument("--secrets-from-stdin", action="store_true")
+    p.add_argument("--secrets-file", default="", metavar="FILE")
+    p.add_argument("--spark-session", choices=SPARK_MODES, default=None)
+    p.add_argument("--spark-master", default="", metavar="URL")
+    p.add_argument("--spark-conf", action="append", default=[], type=_spark_conf_arg,
+                   metavar="KEY=VALUE")
     p.add_argument("--callback-cafile", default=None)
     p.add_argument("--kernel-name", default="")
     p.add_argument("--port-clash-watch", type=float, default=0.0, metavar="SECONDS")
@@ -587,6 +701,8 @@ class Launcher:
             self.finish(kernel.stop(self.stop_grace))
             return 0
         code = self.finish(kernel.reap())
+        log.error("the kernel exited by itself; the end of its log:\n%s",
+                  _read_tail(self.kernel_log))
         return code if code >= 0 else 128 - code
 
     def finish(self, code: int) -> int:
@@ -629,9 +745,10 @@ class Launcher:
     def _spawn(self, avoid: set[int]) -> Kernel | None:
         self.write_connection_file(avoid)
         argv = [arg.replace("{connection_file}", self.connection_file)
-                for arg in self.kernel_argv]
+                .replace("{python}", sys.executable) for arg in self.kernel_argv]
         try:
-            kernel = Kernel(argv, {**os.environ, **self.secret.env}, self.kernel_log)
+            kernel = Kernel(argv, {**os.environ, **self.secret.env, **self.spark_env()},
+                            self.kernel_log)
         except OSError as e:
             log.error("cannot start the kernel %r: %s", argv[0], e)
             _append(self.kernel_log, f"kernelyard-launcher: cannot start {argv[0]!r}: {e}\n")
@@ -639,6 +756,17 @@ class Launcher:
         write_private(os.path.join(self.run_dir, "kernel.pgid"), f"{kernel.pid}\n")
         log.info("kernel started: pid %d, ports %s", kernel.pid, self.ports)
         return kernel
+
+    def spark_env(self) -> dict[str, str]:
+        """With --spark-session: the startup file that makes ``spark`` and ``sc``."""
+        mode = self.options.spark_session
+        if not mode or mode == "none":
+            return {}
+        path = os.path.join(self.run_dir, "spark_startup.py")
+        write_private(path, SPARK_STARTUP)
+        settings = {"mode": mode, "master": self.options.spark_master,
+                    "conf": dict(self.options.spark_conf)}
+        return {"PYTHONSTARTUP": path, "KERNELYARD_SPARK": json.dumps(settings)}
 
     def write_connection_file(self, avoid: set[int]) -> None:
         """Pick the 5 kernel ports, write the connection file, then release the ports."""
@@ -768,6 +896,14 @@ def _read_from(path: str, offset: int) -> bytes:
         return b""
 
 
+def _read_tail(path: str, size: int = 4096) -> str:
+    """The last ``size`` bytes of a file, from a line start."""
+    data = _read_from(path, max(_size(path) - size, 0))
+    if _size(path) > size and b"\n" in data:
+        data = data.split(b"\n", 1)[1]
+    return data.decode(errors="replace").rstrip()
+
+
 def _append(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a") as f:
@@ -853,7 +989,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     options, kernel_argv = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        secret = read_secrets(options.secrets_from_stdin)
+        secret = read_secrets(options.secrets_from_stdin, options.secrets_file)
         tls = ssl.create_default_context(cafile=options.callback_cafile)
         run_dir = make_run_dir(options.run_dir)
     except (UsageError, OSError) as e:

@@ -9,6 +9,9 @@ import pytest
 
 from tests.gateway import Gateway, start_gateway
 
+# Fixtures of the real parts, for every test module.
+pytest_plugins = ["tests.yarncluster"]
+
 OUTPUT_DIR = Path(__file__).resolve().parent.parent / "test-output"
 
 

@@ -22,6 +22,7 @@ STATUS_FOR_ERROR: list[tuple[type[errors.KernelyardError], int]] = [
     (errors.Forbidden, 403),  # LimitReached is a Forbidden
     (errors.NotFound, 404),
     (errors.Conflict, 409),
+    (errors.BackendUnavailable, 503),
     (errors.KernelStartFailed, 500),
     (errors.ConfigError, 500),
 ]

@@ -12,14 +12,15 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 
-BACKENDS = {"ssh": "kernelyard-ssh", "local": "kernelyard-local"}
+BACKENDS = {"ssh": "kernelyard-ssh", "local": "kernelyard-local", "yarn": "kernelyard-yarn"}
 LAUNCHER = "kernelyard-launcher"
 
 
 def kernel_json(opts: argparse.Namespace) -> dict[str, Any]:
     """The kernel.json for ``opts`` (a pure function, tested with golden outputs)."""
+    python = "{python}" if opts.backend == "yarn" else opts.python
     kernel_cmd = (shlex.split(opts.kernel_cmd) if opts.kernel_cmd
-                  else [opts.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+                  else [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"])
     if "{connection_file}" not in " ".join(kernel_cmd):
         raise SystemExit("--kernel-cmd must contain {connection_file}")
     config: dict[str, Any] = {}
@@ -33,7 +34,12 @@ def kernel_json(opts: argparse.Namespace) -> dict[str, Any]:
             config["username"] = opts.remote_user
         if opts.port_range:
             config["port_range"] = opts.port_range
+        argv = [LAUNCHER, *spark_client_options(opts), "--", *kernel_cmd]
+    if opts.backend == "yarn":
+        config = yarn_config(opts)
         argv = [LAUNCHER, "--", *kernel_cmd]
+    if opts.launch_timeout:
+        config["launch_timeout"] = opts.launch_timeout
     return {
         "argv": argv,
         "display_name": opts.display_name or opts.name,
@@ -42,6 +48,44 @@ def kernel_json(opts: argparse.Namespace) -> dict[str, Any]:
         "metadata": {"kernel_provisioner": {"provisioner_name": BACKENDS[opts.backend],
                                             "config": config}},
     }
+
+
+def spark_client_options(opts: argparse.Namespace) -> list[str]:
+    """Launcher options for a Spark driver in client mode on the kernel's host."""
+    if not opts.spark_master:
+        if opts.spark_conf:
+            raise SystemExit("--spark-conf needs --spark-master (or the yarn backend)")
+        return []
+    mode = opts.spark_session or "lazy"
+    args = ["--spark-session", mode, "--spark-master", opts.spark_master]
+    for entry in opts.spark_conf:
+        args += ["--spark-conf", entry]
+    return args
+
+
+def yarn_config(opts: argparse.Namespace) -> dict[str, Any]:
+    """The YARN provisioner's settings for a cluster-mode Spark kernelspec."""
+    if opts.spark_session == "none":
+        raise SystemExit("--spark-session none needs Spark client mode: in YARN cluster mode "
+                         "the application fails when its driver makes no SparkContext")
+    config: dict[str, Any] = {"python": opts.python, "queue": opts.queue,
+                              "spark_session": opts.spark_session or "lazy",
+                              "spark_conf": dict(_conf_pair(e) for e in opts.spark_conf)}
+    for name in ("driver_memory", "executor_memory"):
+        if getattr(opts, name):
+            config[name] = getattr(opts, name)
+    if opts.num_executors is not None:
+        config["num_executors"] = opts.num_executors
+    if opts.rm_urls:
+        config["rm_urls"] = opts.rm_urls.split(",")
+    return config
+
+
+def _conf_pair(entry: str) -> tuple[str, str]:
+    key, sep, value = entry.partition("=")
+    if not sep or not key.startswith("spark."):
+        raise SystemExit(f"--spark-conf {entry!r}: expected spark.KEY=VALUE")
+    return key, value
 
 
 def install(opts: argparse.Namespace) -> int:
@@ -86,6 +130,24 @@ def parser() -> argparse.ArgumentParser:
     inst.add_argument("--kernel-cmd", default="",
                       help="the kernel's own command, with {connection_file} "
                       "(default: ipykernel of --python)")
+    inst.add_argument("--launch-timeout", type=float, default=0.0,
+                      help="seconds a start may take (remote backends)")
+    spark = inst.add_argument_group("Spark (yarn; ssh with --spark-master)")
+    spark.add_argument("--spark-master", default="",
+                       help="ssh: run the kernel as a Spark client-mode driver of this master "
+                       "(spark://host:port, yarn)")
+    spark.add_argument("--spark-session", choices=["lazy", "eager", "none"], default=None,
+                       help="when `spark` and `sc` are created (default lazy)")
+    spark.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                       help="Spark conf for every kernel of the spec (repeatable)")
+    spark.add_argument("--queue", default="default", help="yarn: the default queue")
+    spark.add_argument("--driver-memory", default="", help="yarn: e.g. 1g")
+    spark.add_argument("--executor-memory", default="", help="yarn: e.g. 1g")
+    spark.add_argument("--num-executors", type=int, default=None,
+                       help="yarn: fixed executors (0: dynamic allocation)")
+    spark.add_argument("--rm-urls", default="",
+                       help="yarn: the ResourceManagers' web URLs, comma-separated "
+                       "(default: from yarn-site.xml)")
     inst.add_argument("--user", action="store_true", help="install for the current user")
     inst.add_argument("--prefix", default=sys.prefix, help="install under PREFIX/share/jupyter")
     inst.set_defaults(run=install)

@@ -46,6 +46,19 @@ from ..store.base import KernelRecord
 from .status import BackendStatus, StatusPoller
 
 KERNEL_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+LAUNCHER_NAME = "kernelyard-launcher"
+
+
+def launcher_args(argv: list[str]) -> list[str]:
+    """The launcher's arguments for a kernelspec argv, to follow the backend's own options.
+
+    An argv that starts with ``kernelyard-launcher`` carries launcher options of its
+    own (``kernelyard-launcher --spark-session lazy -- python -m ...``); any other
+    argv is the kernel command itself.
+    """
+    if argv and argv[0] == LAUNCHER_NAME:
+        return argv[1:]
+    return ["--", *argv]
 
 
 class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]

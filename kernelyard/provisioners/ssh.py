@@ -21,11 +21,9 @@ from traitlets import Bool, Enum, Float, Integer, List, Unicode
 
 from ..errors import InvalidRequest, KernelStartFailed
 from ..policy import check_kernel_id
-from .base import RemoteProvisionerBase
+from .base import RemoteProvisionerBase, launcher_args
 from .ssh_scripts import CANCEL_SCRIPT, STATUS_SCRIPT
 from .status import EXITED, PENDING, RUNNING, BackendStatus
-
-LAUNCHER_NAME = "kernelyard-launcher"
 
 
 def launcher_source() -> bytes:
@@ -223,9 +221,7 @@ class SSHProvisioner(RemoteProvisionerBase):
                 "--run-dir", run_dir, "--kernel-name", self.km.kernel_name]
         if self.port_range:
             opts += ["--port-range", self.port_range]
-        if argv and argv[0] == LAUNCHER_NAME:
-            return [self.remote_python, launcher, *opts, *argv[1:]]
-        return [self.remote_python, launcher, *opts, "--", *argv]
+        return [self.remote_python, launcher, *opts, *launcher_args(argv)]
 
 
 def _kernel_id_of(run_dir: str) -> str:

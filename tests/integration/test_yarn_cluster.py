@@ -8,25 +8,21 @@ records the proxy user (alice) as the application's user.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
-import time
-import urllib.parse
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-STATE = Path(os.environ.get("KY_YARN_STATE", "/tmp/kernelyard-yarn"))
+from tests.yarncluster import KILL_TIMEOUT, driver_log, kill, rm, tail, wait_for
+from tests.yarncluster import apps as tagged_apps
+
 SUBMIT_TIMEOUT = 420  # seconds; a cluster-mode run takes 30-90 s on two (busy) cores
 RUNNING_TIMEOUT = 240
-KILL_TIMEOUT = 60
-ACTIVE = "NEW,NEW_SAVING,SUBMITTED,ACCEPTED,RUNNING"
 
 SUM_JOB = """\
 from pyspark.sql import SparkSession
@@ -45,76 +41,6 @@ spark = SparkSession.builder.getOrCreate()
 print("session up", flush=True)
 time.sleep(900)
 """
-
-
-@pytest.fixture(scope="module")
-def yarn() -> dict[str, str]:
-    env_file = STATE / "env"
-    if not env_file.is_file():
-        pytest.fail(f"YARN is not running ({env_file} missing): run "
-                    "`bash ci/yarn/install.sh && bash ci/yarn/start.sh` (as root)")
-    pairs = (line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-    env = dict(pairs)
-    try:
-        _rm(env, "/ws/v1/cluster/info")
-    except OSError as e:
-        pytest.fail(f"the ResourceManager at {env['KY_YARN_RM_URL']} does not answer ({e}): "
-                    "restart it with `bash ci/yarn/stop.sh && bash ci/yarn/start.sh`")
-    return env
-
-
-def _rm(env: dict[str, str], path: str, method: str = "GET",
-        body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(env["KY_YARN_RM_URL"] + path, data=data, method=method,
-                                 headers={"Accept": "application/json",
-                                          "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=15) as resp:
-        return json.loads(resp.read() or b"null")
-
-
-def _apps(env: dict[str, str], tag: str, states: str | None = None) -> list[dict[str, Any]]:
-    query = {"applicationTags": tag}
-    if states:
-        query["states"] = states
-    apps = _rm(env, "/ws/v1/cluster/apps?" + urllib.parse.urlencode(query))["apps"]
-    return (apps or {}).get("app", [])
-
-
-def _kill(env: dict[str, str], app_id: str) -> None:
-    _rm(env, f"/ws/v1/cluster/apps/{app_id}/state", "PUT", {"state": "KILLED"})
-
-
-def _wait(what: str, timeout: float, probe: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(1)
-
-
-@pytest.fixture
-def tags(yarn: dict[str, str]) -> Iterator[Callable[[], str]]:
-    """New application tags; every application still active under one is killed after."""
-    made: list[str] = []
-
-    def new() -> str:
-        made.append(f"kytest-{uuid.uuid4().hex[:12]}")  # YARN lowercases tags
-        return made[-1]
-
-    yield new
-    for tag in made:
-        for app in _apps(yarn, tag, ACTIVE):
-            _kill(yarn, app["id"])
-        _wait(f"applications tagged {tag} to end", KILL_TIMEOUT,
-              functools.partial(_none_active, yarn, tag))
-
-
-def _none_active(env: dict[str, str], tag: str) -> bool:
-    return not _apps(env, tag, ACTIVE)
 
 
 def _spark_submit(env: dict[str, str], tmp: Path, script: str, tag: str, user: str,
@@ -156,29 +82,17 @@ def _spark_submit(env: dict[str, str], tmp: Path, script: str, tag: str, user: s
                               timeout=SUBMIT_TIMEOUT, check=False)
     except subprocess.TimeoutExpired as e:
         raise AssertionError(f"spark-submit took over {SUBMIT_TIMEOUT} s; its stderr ends:\n"
-                             f"{_tail(e.stderr)}") from e
-
-
-def _tail(text: str | bytes | None, lines: int = 40) -> str:
-    if isinstance(text, bytes):
-        text = text.decode(errors="replace")
-    return "\n".join((text or "").splitlines()[-lines:])
-
-
-def _driver_log(env: dict[str, str], app_id: str, name: str) -> str:
-    """A log of the driver (the AM, the app's first container) in the NM's log dir."""
-    found = sorted(Path(env["KY_YARN_NM_LOG_DIR"], app_id).glob(f"container_*_000001/{name}"))
-    return found[0].read_text(errors="replace") if found else f"(no {name} for {app_id})"
+                             f"{tail(e.stderr)}") from e
 
 
 def test_rm_lists_queues_and_one_running_node(yarn: dict[str, str]) -> None:
-    info = _rm(yarn, "/ws/v1/cluster/scheduler")["scheduler"]["schedulerInfo"]
+    info = rm(yarn, "/ws/v1/cluster/scheduler")["scheduler"]["schedulerInfo"]
     assert info["type"] == "capacityScheduler"
     queues = {q["queueName"]: q for q in info["queues"]["queue"]}
     assert set(queues) == {"default", "analytics"}
     assert all(q["state"] == "RUNNING" for q in queues.values())
 
-    nodes = _rm(yarn, "/ws/v1/cluster/nodes")["nodes"]["node"]
+    nodes = rm(yarn, "/ws/v1/cluster/nodes")["nodes"]["node"]
     assert [n["state"] for n in nodes] == ["RUNNING"], nodes
     # Room for three ~1 GB Spark drivers (plus executors) at once.
     assert nodes[0]["usedMemoryMB"] + nodes[0]["availMemoryMB"] >= 8192
@@ -190,15 +104,15 @@ def test_cluster_mode_submit_as_alice(yarn: dict[str, str], tmp_path: Path,
     tag = tags()
     result = _spark_submit(yarn, tmp_path, SUM_JOB, tag, "alice", "analytics", wait=True,
                            extra=["--num-executors", "1", "--executor-memory", "512m"])
-    apps = _apps(yarn, tag)
-    assert len(apps) == 1, (f"expected one application tagged {tag}, got {apps}; "
-                            f"spark-submit said:\n{_tail(result.stderr)}")
-    app = apps[0]
-    stdout = _driver_log(yarn, app["id"], "stdout")
+    found = tagged_apps(yarn, tag)
+    assert len(found) == 1, (f"expected one application tagged {tag}, got {found}; "
+                            f"spark-submit said:\n{tail(result.stderr)}")
+    app = found[0]
+    stdout = driver_log(yarn, app["id"], "stdout")
     detail = (f"{app['id']}: {app['state']}/{app['finalStatus']} {app['diagnostics']}\n"
-              f"spark-submit (exit {result.returncode}):\n{_tail(result.stderr, 15)}\n"
-              f"driver stdout:\n{_tail(stdout)}\n"
-              f"driver stderr:\n{_tail(_driver_log(yarn, app['id'], 'stderr'))}")
+              f"spark-submit (exit {result.returncode}):\n{tail(result.stderr, 15)}\n"
+              f"driver stdout:\n{tail(stdout)}\n"
+              f"driver stderr:\n{tail(driver_log(yarn, app['id'], 'stderr'))}")
     assert (app["state"], app["finalStatus"]) == ("FINISHED", "SUCCEEDED"), detail
     assert result.returncode == 0, detail
     assert app["user"] == "alice", detail
@@ -216,23 +130,23 @@ def test_kill_through_rest_api(yarn: dict[str, str], tmp_path: Path,
                                   "--conf", "spark.dynamicAllocation.shuffleTracking.enabled=true",
                                   "--conf", "spark.dynamicAllocation.minExecutors=0",
                                   "--conf", "spark.dynamicAllocation.initialExecutors=0"])
-    assert result.returncode == 0, _tail(result.stderr)
+    assert result.returncode == 0, tail(result.stderr)
 
     def running() -> dict[str, Any] | None:
-        apps = _apps(yarn, tag)
-        assert apps, f"no application tagged {tag}; spark-submit said:\n{_tail(result.stderr)}"
-        assert apps[0]["state"] not in ("FINISHED", "FAILED", "KILLED"), (
-            f"{apps[0]['id']} ended before the kill: {apps[0]['diagnostics']}\n"
-            f"{_tail(_driver_log(yarn, apps[0]['id'], 'stderr'))}")
-        return apps[0] if apps[0]["state"] == "RUNNING" else None
+        listed = tagged_apps(yarn, tag)
+        assert listed, f"no application tagged {tag}; spark-submit said:\n{tail(result.stderr)}"
+        assert listed[0]["state"] not in ("FINISHED", "FAILED", "KILLED"), (
+            f"{listed[0]['id']} ended before the kill: {listed[0]['diagnostics']}\n"
+            f"{tail(driver_log(yarn, listed[0]['id'], 'stderr'))}")
+        return listed[0] if listed[0]["state"] == "RUNNING" else None
 
-    app = _wait(f"the application tagged {tag} to be RUNNING", RUNNING_TIMEOUT, running)
+    app = wait_for(f"the application tagged {tag} to be RUNNING", RUNNING_TIMEOUT, running)
     assert app["user"] == "bob"
     assert app["queue"].split(".")[-1] == "default"
 
-    _kill(yarn, app["id"])
-    killed = _wait(f"{app['id']} to be KILLED", KILL_TIMEOUT,
-                   lambda: next((a for a in _apps(yarn, tag) if a["state"] == "KILLED"), None))
+    kill(yarn, app["id"])
+    killed = wait_for(f"{app['id']} to be KILLED", KILL_TIMEOUT, lambda: next(
+        (a for a in tagged_apps(yarn, tag) if a["state"] == "KILLED"), None))
     assert killed["finalStatus"] == "KILLED", killed
 
     # The driver's container is gone from the NodeManager too, not only from the RM.
@@ -243,4 +157,4 @@ def test_kill_through_rest_api(yarn: dict[str, str], tmp_path: Path,
         return not [c for c in containers if app["id"][len("application"):] in c["id"]
                     and c["state"] not in ("COMPLETE", "DONE")]
 
-    _wait(f"the containers of {app['id']} to end", KILL_TIMEOUT, no_containers)
+    wait_for(f"the containers of {app['id']} to end", KILL_TIMEOUT, no_containers)
