@@ -5,7 +5,8 @@
 #   2. the python gssapi package into $KY_KDC_PYTHON's environment, from a wheel built
 #      once (PyPI has only an sdist for Linux; it compiles against libkrb5-dev).
 # Usage: bash ci/kdc/install.sh         (as root: it runs apt-get)
-# Env:   KY_KDC_PYTHON  Python to install gssapi into (default: .venv/bin/python, else python3)
+# Env:   KY_KDC_PYTHON  Python to install gssapi into (default: the active venv's, else
+#                       the repo's .venv, else python3 on PATH)
 #        KY_KDC_WHEELS  wheel cache (default: ~/.cache/kernelyard/wheels)
 #
 # The packages' own debconf questions are answered for a private realm. Their init
@@ -16,7 +17,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 gssapi_version=1.12.0
 default_python=python3
-[ -x "$repo/.venv/bin/python" ] && default_python=$repo/.venv/bin/python
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+  default_python=$VIRTUAL_ENV/bin/python
+elif [ -x "$repo/.venv/bin/python" ]; then
+  default_python=$repo/.venv/bin/python
+fi
 python=${KY_KDC_PYTHON:-$default_python}
 wheels=${KY_KDC_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/kernelyard/wheels}
 packages=(krb5-kdc krb5-admin-server krb5-user libkrb5-dev)
