@@ -15,13 +15,16 @@ python -m pip install -q -e '.[test]'
 bash ci/e2e/install.sh
 bash ci/ssh-hosts/install.sh
 bash ci/yarn/install.sh    # pyspark into the venv, the YARN daemon jars into ~/.m2
+bash ci/kdc/install.sh     # MIT Kerberos (apt) and gssapi into the venv (wheel built once, cached)
 
 echo "== real parts"
-trap 'bash ci/ssh-hosts/stop.sh; bash ci/yarn/stop.sh' EXIT
+trap 'bash ci/ssh-hosts/stop.sh; bash ci/yarn/stop.sh; bash ci/kdc/stop.sh' EXIT
 bash ci/ssh-hosts/stop.sh >/dev/null 2>&1 || true
 bash ci/ssh-hosts/start.sh 3
 bash ci/yarn/stop.sh >/dev/null 2>&1 || true
 bash ci/yarn/start.sh
+bash ci/kdc/stop.sh >/dev/null 2>&1 || true
+bash ci/kdc/start.sh
 
 echo "== lint and types"
 ruff check kernelyard tests bench
