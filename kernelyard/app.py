@@ -21,7 +21,9 @@ from . import policy
 from ._version import __version__
 from .api.channels import GatewayChannelsConnection
 from .api.handlers import NotFoundHandler
-from .auth.token import TokenIdentityProvider
+from .auth.api_tokens import ApiTokenAuthenticator
+from .auth.provider import GatewayIdentityProvider
+from .auth.token import SharedTokenAuthenticator
 from .callbacks import CallbackRegistry
 from .errors import ConfigError
 from .kernel import GatewayKernelManager
@@ -57,6 +59,7 @@ class KernelyardApp(ServerApp):
     examples = """
         kernelyard serve --ip 127.0.0.1 --port 8888
         KERNELYARD_AUTH_TOKEN=secret kernelyard serve --ip 0.0.0.0
+        kernelyard serve --KernelyardApp.authenticators=api-token --ip 0.0.0.0
         kernelyard generate-config
     """
     subcommands: dict[str, Any] = {}
@@ -85,9 +88,20 @@ class KernelyardApp(ServerApp):
 
     auth_token = Unicode(
         config=True,
-        help="The shared token clients send as 'Authorization: token <T>' or '?token=<T>'. "
-        "Prefer the env var KERNELYARD_AUTH_TOKEN, which is not visible in the process list. "
-        "Empty: no authentication, allowed only on a loopback address.",
+        help="The shared token clients send as 'Authorization: token <T>' or '?token=<T>' "
+        "(the 'token' authenticator). Prefer the env var KERNELYARD_AUTH_TOKEN, which is not "
+        "visible in the process list. Empty disables it; with no authenticator enabled, "
+        "requests are anonymous, which is allowed only on a loopback address.",
+    )
+    authenticators = List(
+        Unicode(),
+        default_value=["token"],
+        config=True,
+        help="The authenticators that identify a caller, tried in order, by name (entry-point "
+        "group 'kernelyard.authenticators'; built in: 'api-token' for per-user tokens from "
+        "'kernelyard token issue', 'token' for the shared auth_token). The first that "
+        "recognises the request's credentials decides: a valid one identifies the caller, "
+        "an invalid one gets a 401.",
     )
 
     @default("auth_token")
@@ -99,7 +113,7 @@ class KernelyardApp(ServerApp):
         config=True,
         help="Serve without any authentication on a non-loopback address. Anyone who can "
         "reach the port can then run code. Without this, kernelyard refuses to start there "
-        "unless auth_token is set.",
+        "unless an authenticator is enabled (see authenticators and auth_token).",
     )
     list_kernels = Bool(
         True,
@@ -144,7 +158,7 @@ class KernelyardApp(ServerApp):
 
     @default("identity_provider_class")
     def _default_identity_provider_class(self) -> type:
-        return TokenIdentityProvider
+        return GatewayIdentityProvider
 
     @default("kernel_websocket_connection_class")
     def _default_kernel_websocket_connection_class(self) -> type:
@@ -191,7 +205,9 @@ class KernelyardApp(ServerApp):
     def _classes_default(self) -> list[type]:  # type: ignore[override]
         return [
             KernelyardApp,
-            TokenIdentityProvider,
+            GatewayIdentityProvider,
+            SharedTokenAuthenticator,
+            ApiTokenAuthenticator,
             GatewayMappingKernelManager,
             GatewayKernelManager,
             GatewayChannelsConnection,
@@ -218,6 +234,18 @@ class KernelyardApp(ServerApp):
         super().init_configurables()
         StoreFactory.instance(parent=self)
         CallbackRegistry.instance(parent=self)
+        self.init_authenticators()
+
+    def init_authenticators(self) -> None:
+        """Build the authenticator chain; a bad setting stops the gateway with a message."""
+        provider = self.identity_provider
+        if not isinstance(provider, GatewayIdentityProvider):
+            return
+        try:
+            provider.load_authenticators(self.authenticators)
+        except ConfigError as e:
+            self.log.critical("%s", e.message)
+            self.exit(1)
 
     def init_httpserver(self) -> None:
         """Re-adopt the kernels of a previous gateway process before serving anyone."""
@@ -260,12 +288,13 @@ class KernelyardApp(ServerApp):
 
     def check_security(self) -> None:
         """Refuse to serve unauthenticated on a reachable address; warn on loopback."""
-        if self.auth_token:
+        if self.identity_provider.auth_enabled:
             return
         if is_loopback(self.ip):
             self.log.warning(
-                "No auth token is set (KernelyardApp.auth_token / KERNELYARD_AUTH_TOKEN): "
-                "serving WITHOUT authentication on loopback address %s.",
+                "No authenticator is enabled (KernelyardApp.authenticators; the shared token "
+                "KernelyardApp.auth_token / KERNELYARD_AUTH_TOKEN is empty): serving WITHOUT "
+                "authentication on loopback address %s.",
                 self.ip,
             )
             return
@@ -279,8 +308,9 @@ class KernelyardApp(ServerApp):
             return
         self.log.critical(
             "Refusing to serve without authentication on non-loopback address %r. Set "
-            "KernelyardApp.auth_token (or KERNELYARD_AUTH_TOKEN), listen on 127.0.0.1, or "
-            "set KernelyardApp.allow_unauthenticated=True.",
+            "KernelyardApp.auth_token (or KERNELYARD_AUTH_TOKEN), add 'api-token' or another "
+            "authenticator to KernelyardApp.authenticators, listen on 127.0.0.1, or set "
+            "KernelyardApp.allow_unauthenticated=True.",
             self.ip or "0.0.0.0",  # noqa: S104
         )
         self.exit(1)

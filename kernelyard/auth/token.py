@@ -1,54 +1,93 @@
-"""Shared-token authentication, with no cookies and no login page.
+"""The shared token (authenticator ``token``): one secret for the whole gateway.
 
-A request is authenticated by ``Authorization: token <T>`` (or ``bearer``) or
-by ``?token=<T>``. With no token configured, every request is accepted as the
-anonymous user; the application allows that only on a loopback address
-unless ``KernelyardApp.allow_unauthenticated`` waives it.
+A request carries it as ``Authorization: token <T>`` (or ``bearer <T>``) or as
+``?token=<T>``. It identifies no user: whoever holds it is the gateway's one
+configured principal (``SharedTokenAuthenticator.user``), an admin that may
+act for others, so Enterprise-Gateway-style clients that send
+``KERNEL_USERNAME`` keep working. With no token configured this authenticator
+is disabled; see ``kernelyard.auth.provider`` for what happens then.
 """
 
 from __future__ import annotations
 
+import getpass
 import hmac
-from typing import Any
 
-from jupyter_server.auth.identity import IdentityProvider, User
-from tornado import web
-from traitlets import default
+from tornado.httputil import HTTPServerRequest
+from traitlets import Unicode, default
 
-ANONYMOUS = User(username="anonymous", name="anonymous", display_name="Anonymous")
-TOKEN_USER = User(username="token", name="token", display_name="Token user")
+from .base import Authenticator
+from .principal import Principal
+
+TOKEN_SCHEMES = frozenset({"token", "bearer"})
 
 
-class TokenIdentityProvider(IdentityProvider):  # type: ignore[misc]
-    """Identifies callers by the gateway's shared token."""
+def gateway_user() -> str:
+    """The OS user the gateway runs as (``kernelyard`` when it has no name)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "kernelyard"
+
+
+def header_token(request: HTTPServerRequest) -> str | None:
+    """The credential in ``Authorization: token|bearer <T>``, or None."""
+    scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() in TOKEN_SCHEMES and value:
+        return value
+    return None
+
+
+def query_token(request: HTTPServerRequest) -> str | None:
+    """The credential in ``?token=<T>`` (the last one, as tornado reads arguments), or None."""
+    values = request.query_arguments.get("token")
+    if not values:
+        return None
+    return values[-1].decode("utf-8", errors="replace") or None
+
+
+class SharedTokenAuthenticator(Authenticator):
+    """Accepts the gateway's shared token (``KernelyardApp.auth_token``).
+
+    Returns None for a request without that token or with a different one: a
+    different token may belong to another authenticator later in the chain,
+    and if none accepts it the request gets a 401 anyway.
+    """
+
+    name = "token"
+    #: A token is never sent by a browser on its own, so (as in jupyter_server)
+    #: a request carrying it may skip the cross-origin checks.
+    explicit_credentials = True
+
+    token = Unicode(
+        help="The shared token; set through KernelyardApp.auth_token or "
+        "KERNELYARD_AUTH_TOKEN, not here. Empty disables this authenticator.",
+    )
+    user = Unicode(
+        config=True,
+        help="The user whoever holds the shared token is (kernels run as this user unless "
+        "the client sends KERNEL_USERNAME). Default: the OS user the gateway runs as.",
+    )
 
     @default("token")
     def _token_default(self) -> str:
-        return getattr(self.parent, "auth_token", "") or ""
+        return str(getattr(self.parent, "token", "") or "")
+
+    @default("user")
+    def _user_default(self) -> str:
+        return gateway_user()
 
     @property
-    def auth_enabled(self) -> bool:
+    def enabled(self) -> bool:
+        """Whether a token is configured at all."""
         return bool(self.token)
 
-    @property
-    def login_available(self) -> bool:
-        return False
-
-    @property
-    def logout_available(self) -> bool:
-        return False
-
-    def get_handlers(self) -> list[Any]:
-        return []
-
-    def get_user(self, handler: web.RequestHandler) -> User | None:
+    async def authenticate(self, request: HTTPServerRequest) -> Principal | None:
         if not self.token:
-            return ANONYMOUS
-        offered = self.get_token(handler) or ""
+            return None
+        offered = header_token(request) or query_token(request)
         if offered and hmac.compare_digest(offered.encode(), self.token.encode()):
-            handler._token_authenticated = True  # type: ignore[attr-defined]
-            return TOKEN_USER
+            return Principal(name=self.user, admin=True, via=self.name,
+                             may_act_for_others=True)
         return None
-
-    def validate_security(self, app: Any, ssl_options: dict[str, Any] | None = None) -> None:
-        """The application checks its own security at start (see ``KernelyardApp``)."""

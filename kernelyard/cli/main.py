@@ -1,4 +1,4 @@
-"""The ``kernelyard`` command: ``serve`` (the default) and ``generate-config``."""
+"""The ``kernelyard`` command: ``serve`` (the default) and the other subcommands."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from .._version import __version__
 USAGE = """usage: kernelyard [serve] [options]       start the gateway (see --help, --help-all)
        kernelyard generate-config [--output FILE] [--force]
        kernelyard kernelspec install BACKEND --name NAME [...] | kernelspec list
+       kernelyard token issue USER [--groups G1,G2] [--admin] [--expires-in 30d]
+       kernelyard token list | token revoke ID|USER
        kernelyard --version
 """
 
@@ -26,6 +28,10 @@ def main(argv: list[str] | None = None) -> None:
         from .kernelspec import main as kernelspec_main
 
         sys.exit(kernelspec_main(args[1:]))
+    if args[:1] == ["token"]:
+        from .token import main as token_main
+
+        sys.exit(token_main(args[1:]))
     if args[:1] == ["serve"]:
         args = args[1:]
     elif args and not args[0].startswith("-"):

@@ -12,6 +12,7 @@ from traitlets.config import SingletonConfigurable
 
 from ..errors import ConfigError
 from .base import KernelRecord, KernelStore
+from .tokens import SQLiteTokenStore, TokenStore
 
 __all__ = ["KernelRecord", "KernelStore", "StoreFactory"]
 
@@ -38,6 +39,7 @@ class StoreFactory(SingletonConfigurable):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self._store: KernelStore | None = None
+        self._tokens: TokenStore | None = None
 
     @property
     def store(self) -> KernelStore:
@@ -45,25 +47,42 @@ class StoreFactory(SingletonConfigurable):
             self._store = self._open()
         return self._store
 
-    def _open(self) -> KernelStore:
-        from .secrets import SecretBox, load_or_create_key
-        from .sqlite import SQLiteKernelStore
+    @property
+    def tokens(self) -> TokenStore:
+        """The API token records, in the same database as the kernel records."""
+        if self._tokens is None:
+            self._tokens = SQLiteTokenStore(self.sqlite_path())
+        return self._tokens
 
+    def sqlite_path(self) -> Path:
+        """The SQLite file ``url`` names; ConfigError for any other kind of url."""
         if not self.url.startswith("sqlite:///"):
             raise ConfigError(
                 f"StoreFactory.url {self.url!r} is not supported: use 'sqlite:///PATH'"
             )
-        path = Path(self.url[len("sqlite:///") - 1 :])
+        return Path(self.url[len("sqlite:///") - 1 :])
+
+    def secret_key(self) -> tuple[bytes, str]:
+        """The store's secret key (created on first use) and the setting it comes from."""
+        from .secrets import load_or_create_key
+
         env_key = os.environ.get("KERNELYARD_STORE_KEY")
         if env_key:
-            box = SecretBox(env_key.encode(), "KERNELYARD_STORE_KEY")
-        else:
-            key_path = Path(self.key_file) if self.key_file else path.with_name(
-                "kernelyard_store.key")
-            box = SecretBox(load_or_create_key(key_path), "StoreFactory.key_file")
-        return SQLiteKernelStore(path, box)
+            return env_key.encode(), "KERNELYARD_STORE_KEY"
+        key_path = Path(self.key_file) if self.key_file else self.sqlite_path().with_name(
+            "kernelyard_store.key")
+        return load_or_create_key(key_path), "StoreFactory.key_file"
+
+    def _open(self) -> KernelStore:
+        from .secrets import SecretBox
+        from .sqlite import SQLiteKernelStore
+
+        return SQLiteKernelStore(self.sqlite_path(), SecretBox(*self.secret_key()))
 
     async def close(self) -> None:
         if self._store is not None:
             await self._store.close()
             self._store = None
+        if self._tokens is not None:
+            await self._tokens.close()
+            self._tokens = None

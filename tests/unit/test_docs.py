@@ -7,6 +7,8 @@ from pathlib import Path
 
 from kernelyard.api.channels import GatewayChannelsConnection
 from kernelyard.app import KernelyardApp
+from kernelyard.auth.api_tokens import ApiTokenAuthenticator
+from kernelyard.auth.token import SharedTokenAuthenticator
 from kernelyard.callbacks import CallbackRegistry
 from kernelyard.kernel import GatewayKernelManager
 from kernelyard.manager import GatewayMappingKernelManager
@@ -19,7 +21,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 CLASSES = {c.__name__: c for c in [KernelyardApp, GatewayMappingKernelManager,
                                    GatewayKernelManager, LocalKernelProvisioner,
                                    GatewayChannelsConnection, RemoteProvisionerBase,
-                                   SSHProvisioner, StoreFactory, CallbackRegistry]}
+                                   SSHProvisioner, StoreFactory, CallbackRegistry,
+                                   SharedTokenAuthenticator, ApiTokenAuthenticator]}
 
 
 def test_every_documented_setting_exists() -> None:
