@@ -39,6 +39,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -88,6 +89,15 @@ MAX_BODY = 64 * 1024
 POLL = 0.1
 KERNEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 NONCE_RE = re.compile(r"^[0-9a-fA-F]{16,128}$")
+# Runs in the kernel's process before it execs the kernel: the kernel gets SIGKILL when
+# the launcher dies (a resource manager killing the launcher's container or process
+# group does not reach the kernel's own session otherwise).
+DIE_WITH_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
 SPARK_MODES = ("lazy", "eager", "none")
 # Run by IPython at kernel start ($PYTHONSTARTUP); settings come in $KERNELYARD_SPARK.
 SPARK_STARTUP = r'''"""kernelyard: this kernel's Spark session, as `spark` and `sc`.
@@ -483,6 +493,10 @@ class Kernel:
     """
 
     def __init__(self, argv: list[str], env: dict[str, str], log_path: str):
+        if shutil.which(argv[0], path=env.get("PATH")) is None:
+            raise FileNotFoundError(2, "no such executable", argv[0])
+        if sys.platform.startswith("linux"):
+            argv = [sys.executable, "-c", DIE_WITH_LAUNCHER, str(os.getpid()), *argv]
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             self.proc = subprocess.Popen(

@@ -43,7 +43,11 @@ def rm(env: dict[str, str], path: str, method: str = "GET",
                                  headers={"Accept": "application/json",
                                           "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=15) as resp:
-        return json.loads(resp.read() or b"null")
+        data = resp.read()
+    try:
+        return json.loads(data or b"null")
+    except ValueError:  # a few RM calls answer in plain text ("signal success")
+        return data.decode(errors="replace")
 
 
 def apps(env: dict[str, str], tag: str, states: str | None = None) -> list[dict[str, Any]]:

@@ -192,7 +192,7 @@ class YarnProvisioner(RemoteProvisionerBase):
         ended = {app.id: (state, app) for state, app, status in zip(states, found, statuses,
                                                                     strict=True)
                  if app is not None and status.ended and app.id not in self._log_tails}
-        tails = await asyncio.gather(*(self.rm_for(state).driver_log_tail(app)
+        tails = await asyncio.gather(*(self._driver_logs(state, app)
                                        for state, app in ended.values()))
         self._log_tails.update(zip(ended, tails, strict=True))
         return [_with_tail(status, self._log_tails.get(app.id, "") if app else "")
@@ -207,6 +207,16 @@ class YarnProvisioner(RemoteProvisionerBase):
             if app.active:
                 self.log.info("Kernel %s: killing YARN application %s", self.kernel_id, app.id)
                 await rm.kill(app.id)
+
+    async def _driver_logs(self, state: dict[str, Any], app: YarnApp) -> str:
+        """The ends of the driver's stdout (the launcher's and kernel's lines) and stderr."""
+        rm = self.rm_for(state)
+        parts = []
+        for name in ("stdout", "stderr"):
+            text = _last_lines(await rm.driver_log_tail(app, name), 15)
+            if text:
+                parts.append(f"last lines of the driver's {name}:\n{text}")
+        return "\n".join(parts)
 
     async def release(self, state: dict[str, Any]) -> None:
         self._log_tails.pop(state.get("app_id", ""), None)
@@ -340,9 +350,7 @@ class YarnProvisioner(RemoteProvisionerBase):
 def _with_tail(status: BackendStatus, tail: str) -> BackendStatus:
     if not tail or not status.ended:
         return status
-    return BackendStatus(status.phase, status.host, status.exit_code,
-                         f"{status.reason}\nlast lines of the driver's log:\n"
-                         f"{_last_lines(tail, 20)}")
+    return BackendStatus(status.phase, status.host, status.exit_code, f"{status.reason}\n{tail}")
 
 
 def _cluster_key(state: dict[str, Any]) -> ClusterKey:

@@ -105,20 +105,21 @@ class ResourceManager:
         _collect_leaves(info, "root", names)
         return names
 
-    async def driver_log_tail(self, app: YarnApp, name: str = "stderr",
-                              size: int = 4096) -> str:
-        """The end of the driver (AM) container's log, from its NodeManager; '' if gone."""
+    async def driver_log_tail(self, app: YarnApp, name: str, size: int = 4096) -> str:
+        """The end of a driver (AM) container log, from its NodeManager; '' if gone.
+
+        Java stack frames are left out: the lines above them say what failed.
+        """
         found = _CONTAINER_LOGS.match(app.am_container_logs)
         if not found:
             return ""
         nm, container = found.groups()
         url = f"{nm}/ws/v1/node/containerlogs/{container}/{name}?size=-{size}"
         try:
-            response = await self._fetch(url, "GET", None)
+            response = await self._fetch(url, "GET", None, accept="text/plain")
         except (HTTPClientError, OSError):
             return ""
-        text = response.body.decode(errors="replace")
-        return text.split("\n", 1)[1] if len(text) >= size and "\n" in text else text
+        return _log_contents(response.body.decode(errors="replace"))
 
     # ---- transport ---------------------------------------------------------------
 
@@ -149,8 +150,9 @@ class ResourceManager:
             return json.loads(response.body or b"{}") if response.body else {}
         raise BackendUnavailable("the YARN ResourceManager is unreachable: " + "; ".join(errors))
 
-    async def _fetch(self, url: str, method: str, body: str | None) -> Any:
-        headers = {"Accept": "application/json"}
+    async def _fetch(self, url: str, method: str, body: str | None,
+                     accept: str = "application/json") -> Any:
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = "application/json"
         if self.auth_header is not None:
@@ -159,6 +161,15 @@ class ResourceManager:
                               follow_redirects=False, connect_timeout=self.timeout,
                               request_timeout=self.timeout)
         return await AsyncHTTPClient().fetch(request)
+
+
+def _log_contents(text: str) -> str:
+    """The log's own lines from the NM's answer (which wraps them in a header and footer)."""
+    if "LogContents:\n" in text:
+        text = text.split("LogContents:\n", 1)[1]
+    text = text.split("\nEnd of LogType:", 1)[0]
+    lines = [line for line in text.splitlines() if not line.startswith("\tat ")]
+    return "\n".join(lines).strip()
 
 
 def _collect_leaves(queue: dict[str, Any], path: str, names: set[str]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -64,7 +64,30 @@ def specs(tmp_path_factory: pytest.TempPathFactory, yarn: dict[str, str]) -> Pat
     prefix = tmp_path_factory.mktemp("yarn-specs")
     _install_spec(prefix, yarn, "spark_python_yarn_cluster")
     _install_spec(prefix, yarn, "spark_yarn_eager", "--spark-session", "eager")
-    return prefix / "share" / "jupyter"
+    _install_spec(prefix, yarn, "spark_yarn_dies", "--kernel-cmd",
+                  "{python} -c \"import sys; print('bad kernel config', file=sys.stderr); "
+                  "sys.exit(3)\" {connection_file}")
+    slow_python = prefix / "slow-python"  # the driver's Python takes 5 minutes to start
+    slow_python.write_text(f"#!/bin/sh\nsleep 300\nexec {yarn['KY_YARN_PYTHON']} \"$@\"\n")
+    slow_python.chmod(0o755)
+    _install_spec(prefix, yarn, "spark_yarn_short", "--launch-timeout", "6",
+                  "--python", str(slow_python))
+    _install_spec(prefix, yarn, "spark_rm_down", "--rm-urls", f"http://127.0.0.1:{_closed_port()}")
+    _install_spec(prefix, yarn, "spark_rm_ha", "--rm-urls",
+                  f"http://127.0.0.1:{_closed_port()},{yarn['KY_YARN_RM_URL']}")
+    root = prefix / "share" / "jupyter"
+    spec_file = root / "kernels" / "spark_yarn_none" / "kernel.json"
+    spec_file.parent.mkdir(parents=True)
+    spec = json.loads((root / "kernels" / "spark_python_yarn_cluster" / "kernel.json").read_text())
+    spec["metadata"]["kernel_provisioner"]["config"]["spark_session"] = "none"
+    spec_file.write_text(json.dumps(spec))
+    return root
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _start(tmp: Path, yarn: dict[str, str], specs: Path, tag: str, *extra: str) -> Gateway:
@@ -130,3 +153,160 @@ def test_kernel_is_a_yarn_application_of_alice(gw: Gateway, yarn: dict[str, str]
                      lambda: rm(yarn, f"/ws/v1/cluster/apps/{app_id}")["app"]["state"]
                      in ("FINISHED", "KILLED"))
     assert ended
+
+
+def _state(gw: Gateway, kid: str) -> str:
+    status, model, _ = gw.request("GET", f"/api/kernels/{kid}")
+    return str(model.get("execution_state")) if status == 200 else "gone"
+
+
+def test_interrupt_cancels_the_spark_job_restart_makes_a_new_application(
+        gw: Gateway, yarn: dict[str, str]) -> None:
+    kid = _post(gw, "spark_python_yarn_cluster", KERNEL_USERNAME="bob")[1]["id"]
+    ks = gw.connect(kid)
+    try:
+        first_app = _run(ks, "print(sc.applicationId)")["stdout"].strip()
+        msg_id = ks.submit("import time\n"
+                           "sc.parallelize(range(2), 2).map(lambda x: time.sleep(900)).count()")
+        wait_for("the Spark job to run", 240, lambda: _active_jobs(yarn, first_app))
+        assert gw.request("POST", f"/api/kernels/{kid}/interrupt", {})[0] == 204
+        error = ks.wait_idle(msg_id, timeout=120)
+        assert error is not None and "KeyboardInterrupt" in error["ename"], error
+        # Cancelling is asynchronous in Spark: the 900 s job must be gone soon after.
+        wait_for("the interrupted Spark job to be cancelled", 30, lambda: _run(
+            ks, "print(sc.statusTracker().getActiveJobsIds())")["stdout"].strip() == "[]")
+        assert _run(ks, "print(sc.range(10).count())")["stdout"].strip() == "10"
+    finally:
+        ks.close()
+
+    status, model, _ = gw.request("POST", f"/api/kernels/{kid}/restart", {},
+                                  timeout=START_TIMEOUT)
+    assert (status, model["id"]) == (200, kid), model
+    old = rm(yarn, f"/ws/v1/cluster/apps/{first_app}")["app"]
+    assert old["state"] in ("FINISHED", "KILLED"), old
+    ks = gw.connect(kid)
+    try:
+        second_app = _run(ks, "print(sc.applicationId)")["stdout"].strip()
+    finally:
+        ks.close()
+    assert second_app.startswith("application_") and second_app != first_app
+    assert gw.request("DELETE", f"/api/kernels/{kid}", timeout=120)[0] == 204
+    wait_for(f"{second_app} to end", KILL_TIMEOUT, lambda: rm(
+        yarn, f"/ws/v1/cluster/apps/{second_app}")["app"]["state"] in ("FINISHED", "KILLED"))
+
+
+def _active_jobs(yarn: dict[str, str], app_id: str) -> bool:
+    """True once the app has an executor running our task (seen as its second container)."""
+    attempts = rm(yarn, f"/ws/v1/cluster/apps/{app_id}")["app"]
+    return int(attempts.get("runningContainers") or 0) >= 2
+
+
+def test_three_kernels_at_once(gw: Gateway, yarn: dict[str, str]) -> None:
+    results: dict[str, tuple[int, Any]] = {}
+    names = {"a1": ("spark_python_yarn_cluster", "alice"), "a2": ("spark_yarn_eager", "alice"),
+             "b1": ("spark_python_yarn_cluster", "bob")}
+
+    def start(label: str) -> None:
+        spec, user = names[label]
+        results[label] = _post(gw, spec, KERNEL_USERNAME=user)
+
+    threads = [threading.Thread(target=start, args=(label,)) for label in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(status == 201 for status, _ in results.values()), results
+    kids = {label: body["id"] for label, (_, body) in results.items()}
+    try:
+        eager = gw.connect(kids["a2"])
+        try:  # eager: the session exists before the kernel's first answer
+            assert _run(eager, "print(type(spark).__name__)")["stdout"].strip() == "SparkSession"
+        finally:
+            eager.close()
+        for label, kid in kids.items():
+            ks = gw.connect(kid)
+            try:
+                out = _run(ks, "print(sc.sparkUser(), sc.applicationId)")
+            finally:
+                ks.close()
+            user, app_id = out["stdout"].split()
+            assert user == names[label][1]
+            app = rm(yarn, f"/ws/v1/cluster/apps/{app_id}")["app"]
+            assert (app["state"], app["user"]) == ("RUNNING", user)
+        running = {a["id"] for kid in kids.values()
+                   for a in apps(yarn, f"kernelyard-kernel-{kid}", "RUNNING")}
+        assert len(running) == 3
+    finally:
+        for kid in kids.values():
+            gw.request("DELETE", f"/api/kernels/{kid}", timeout=120)
+
+
+def test_driver_container_killed_on_the_nodemanager_is_reported_dead(
+        gw: Gateway, yarn: dict[str, str]) -> None:
+    kid = _post(gw, "spark_python_yarn_cluster", KERNEL_USERNAME="alice")[1]["id"]
+    app = _kernel_app(yarn, kid)
+    attempt = rm(yarn, f"/ws/v1/cluster/apps/{app['id']}/appattempts")
+    container = attempt["appAttempts"]["appAttempt"][-1]["containerId"]
+    # The RM asks the NodeManager to kill the driver's container, as it does on preemption.
+    rm(yarn, f"/ws/v1/cluster/containers/{container}/signal/FORCEFUL_SHUTDOWN", "POST")
+    wait_for(f"kernel {kid} to be reported dead", 60,
+             lambda: _state(gw, kid) in ("dead", "gone"))
+    assert not _processes_of(kid), "kernel processes outlived their container"
+    assert gw.request("DELETE", f"/api/kernels/{kid}", timeout=120)[0] in (204, 404)
+
+
+def _processes_of(kernel_id: str) -> list[str]:
+    deadline = time.monotonic() + 20
+    while True:
+        found = subprocess.run(["pgrep", "-af", kernel_id], capture_output=True, text=True)
+        mine = [line for line in found.stdout.splitlines()
+                if "pgrep" not in line and str(os.getpid()) != line.split()[0]]
+        if not mine or time.monotonic() > deadline:
+            return mine
+        time.sleep(1)
+
+
+def test_unknown_queue_and_bad_sizes_are_refused_before_submit(
+        gw: Gateway, yarn: dict[str, str]) -> None:
+    kid = str(uuid.uuid4())
+    status, body = _post(gw, "spark_python_yarn_cluster", KERNEL_QUEUE="nope", KERNEL_ID=kid)
+    assert status == 400 and "'nope'" in body["message"], body
+    assert "analytics" in body["message"]
+    status, body = _post(gw, "spark_python_yarn_cluster", KERNEL_DRIVER_MEMORY="lots")
+    assert status == 400 and "KERNEL_DRIVER_MEMORY" in body["message"], body
+    status, body = _post(gw, "spark_python_yarn_cluster", KERNEL_SPARK_CONF=json.dumps(
+        {"spark.driver.extraJavaOptions": "-Dx=1"}))
+    assert status == 400 and "spark.driver.extraJavaOptions" in body["message"], body
+    status, body = _post(gw, "spark_yarn_none")
+    assert status == 500 and "client mode" in body["message"], body
+    assert not apps(yarn, f"kernelyard-kernel-{kid}")
+
+
+def test_driver_that_exits_before_calling_back(gw: Gateway, yarn: dict[str, str]) -> None:
+    kid = str(uuid.uuid4())
+    status, body = _post(gw, "spark_yarn_dies", KERNEL_ID=kid)
+    assert status == 500, body
+    assert "FAILED" in body["message"] and "bad kernel config" in body["message"], body
+    assert not apps(yarn, f"kernelyard-kernel-{kid}", ACTIVE)
+
+
+def test_launch_timeout_kills_the_application(gw: Gateway, yarn: dict[str, str]) -> None:
+    kid = str(uuid.uuid4())
+    status, body = _post(gw, "spark_yarn_short", KERNEL_ID=kid)
+    assert status == 500 and "did not start within 6 s" in body["message"], body
+    assert apps(yarn, f"kernelyard-kernel-{kid}"), "the application was never submitted"
+    wait_for("the timed-out application to be killed", KILL_TIMEOUT,
+             lambda: not apps(yarn, f"kernelyard-kernel-{kid}", ACTIVE))
+
+
+def test_rm_down_is_a_503_and_a_second_rm_takes_over(gw: Gateway, yarn: dict[str, str]) -> None:
+    status, body = _post(gw, "spark_rm_down")
+    assert status == 503 and "ResourceManager is unreachable" in body["message"], body
+    status, body = _post(gw, "spark_rm_ha", KERNEL_USERNAME="bob")
+    assert status == 201, body
+    ks = gw.connect(body["id"])
+    try:
+        assert _run(ks, "print(sc.sparkUser())")["stdout"].strip() == "bob"
+    finally:
+        ks.close()
+    assert gw.request("DELETE", f"/api/kernels/{body['id']}", timeout=120)[0] == 204
