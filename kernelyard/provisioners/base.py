@@ -31,6 +31,7 @@ import json
 import os
 import secrets as secrets_mod
 import signal as signals
+import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -150,7 +151,11 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             async for checkpoint in self.submit(cmd, env, secrets):
                 await self._checkpoint(checkpoint)
             self.poller.register(self)
+            submitted = time.time()
             report = await self._await_callback(reported, self._launch_timeout(env))
+            self.log.info("Kernel %s: the launcher on %s called back %.2f s after submit "
+                          "(at %.3f)", self.kernel_id, report.get("hostname"),
+                          time.time() - submitted, time.time())
         except BaseException:
             registry.forget(self.kernel_id)
             await self._abandon_start()

@@ -179,8 +179,12 @@ class YarnProvisioner(RemoteProvisionerBase):
                 json.dump({**secrets, "env": env}, f)
             with as_file(files("kernelyard").joinpath("launcher.py")) as launcher:
                 cmd = self._submit_argv(resources, user, secrets_file, launcher, argv)
+                began = time.time()
                 output = await self._run_submit(cmd, tmp)
         found = _APP_ID.search(output)
+        self.log.info("Kernel %s: spark-submit took %.2f s (at %.3f): YARN application %s",
+                      self.kernel_id, time.time() - began, time.time(),
+                      found.group(1) if found else "(id not in its output)")
         if found:
             yield {"app_id": found.group(1)}
 
