@@ -18,9 +18,12 @@ bash ci/yarn/install.sh    # pyspark into the venv, the YARN daemon jars into ~/
 bash ci/kdc/install.sh     # MIT Kerberos (apt) and gssapi into the venv (wheel built once, cached)
 
 echo "== real parts"
-trap 'bash ci/ssh-hosts/stop.sh; bash ci/yarn/stop.sh; bash ci/kdc/stop.sh' EXIT
+trap 'bash ci/spark-standalone/stop.sh; bash ci/ssh-hosts/stop.sh; bash ci/yarn/stop.sh; bash ci/kdc/stop.sh' EXIT
+# The Spark standalone cluster lives on the ssh hosts' bridge: stop it first, start it after.
+bash ci/spark-standalone/stop.sh >/dev/null 2>&1 || true
 bash ci/ssh-hosts/stop.sh >/dev/null 2>&1 || true
 bash ci/ssh-hosts/start.sh 3
+bash ci/spark-standalone/start.sh
 bash ci/yarn/stop.sh >/dev/null 2>&1 || true
 bash ci/yarn/start.sh
 bash ci/kdc/stop.sh >/dev/null 2>&1 || true

@@ -780,7 +780,12 @@ class Launcher:
         write_private(path, SPARK_STARTUP)
         settings = {"mode": mode, "master": self.options.spark_master,
                     "conf": dict(self.options.spark_conf)}
-        return {"PYTHONSTARTUP": path, "KERNELYARD_SPARK": json.dumps(settings)}
+        env = {"PYTHONSTARTUP": path, "KERNELYARD_SPARK": json.dumps(settings)}
+        if self.options.spark_master and not os.environ.get("SPARK_LOCAL_IP") and (
+                "SPARK_LOCAL_IP" not in self.secret.env):
+            # A client-mode driver: executors connect back to the address we report.
+            env["SPARK_LOCAL_IP"] = self.reported_ip()
+        return env
 
     def write_connection_file(self, avoid: set[int]) -> None:
         """Pick the 5 kernel ports, write the connection file, then release the ports."""

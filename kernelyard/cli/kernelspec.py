@@ -40,7 +40,7 @@ def kernel_json(opts: argparse.Namespace) -> dict[str, Any]:
         argv = [LAUNCHER, "--", *kernel_cmd]
     if opts.launch_timeout:
         config["launch_timeout"] = opts.launch_timeout
-    return {
+    spec: dict[str, Any] = {
         "argv": argv,
         "display_name": opts.display_name or opts.name,
         "language": opts.language,
@@ -48,6 +48,16 @@ def kernel_json(opts: argparse.Namespace) -> dict[str, Any]:
         "metadata": {"kernel_provisioner": {"provisioner_name": BACKENDS[opts.backend],
                                             "config": config}},
     }
+    if opts.env:
+        spec["env"] = dict(_env_pair(entry) for entry in opts.env)
+    return spec
+
+
+def _env_pair(entry: str) -> tuple[str, str]:
+    name, sep, value = entry.partition("=")
+    if not sep or not name.replace("_", "a").isalnum() or name[0].isdigit():
+        raise SystemExit(f"--env {entry!r}: expected NAME=VALUE")
+    return name, value
 
 
 def spark_client_options(opts: argparse.Namespace) -> list[str]:
@@ -130,6 +140,8 @@ def parser() -> argparse.ArgumentParser:
     inst.add_argument("--kernel-cmd", default="",
                       help="the kernel's own command, with {connection_file} "
                       "(default: ipykernel of --python)")
+    inst.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                      help="an environment variable of the kernel (repeatable)")
     inst.add_argument("--launch-timeout", type=float, default=0.0,
                       help="seconds a start may take (remote backends)")
     spark = inst.add_argument_group("Spark (yarn; ssh with --spark-master)")

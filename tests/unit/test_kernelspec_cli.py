@@ -61,3 +61,42 @@ def test_install_and_list(tmp_path: Path) -> None:
     listed = subprocess.run([*run, "list"], capture_output=True, text=True, env=env, timeout=60)
     line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("py_ssh"))
     assert "kernelyard-ssh" in line
+
+
+def test_yarn_cluster_kernelspec_golden() -> None:
+    spec = kernel_json(_opts("yarn", "--name", "spark_python_yarn_cluster",
+                             "--python", "/opt/spark-py/bin/python3", "--queue", "analytics",
+                             "--driver-memory", "2g", "--num-executors", "0",
+                             "--spark-conf", "spark.yarn.jars=local:/opt/spark/jars/*",
+                             "--rm-urls", "http://rm1:8088,http://rm2:8088",
+                             "--launch-timeout", "300"))
+    assert spec["argv"] == ["kernelyard-launcher", "--", "{python}", "-m", "ipykernel_launcher",
+                            "-f", "{connection_file}"]
+    assert spec["metadata"]["kernel_provisioner"] == {
+        "provisioner_name": "kernelyard-yarn",
+        "config": {"python": "/opt/spark-py/bin/python3", "queue": "analytics",
+                   "spark_session": "lazy",
+                   "spark_conf": {"spark.yarn.jars": "local:/opt/spark/jars/*"},
+                   "driver_memory": "2g", "num_executors": 0,
+                   "rm_urls": ["http://rm1:8088", "http://rm2:8088"], "launch_timeout": 300.0}}
+
+
+def test_yarn_cluster_mode_refuses_no_spark_session() -> None:
+    with pytest.raises(SystemExit, match="client mode"):
+        kernel_json(_opts("yarn", "--name", "x", "--spark-session", "none"))
+    with pytest.raises(SystemExit, match=r"spark\.KEY=VALUE"):
+        kernel_json(_opts("yarn", "--name", "x", "--spark-conf", "driver.memory=1g"))
+
+
+def test_ssh_spark_client_mode_kernelspec() -> None:
+    spec = kernel_json(_opts("ssh", "--name", "spark_python_yarn_client", "--hosts", "h1",
+                             "--spark-master", "yarn", "--spark-conf", "spark.ui.enabled=false",
+                             "--env", "HADOOP_CONF_DIR=/etc/hadoop/conf"))
+    assert spec["argv"][:8] == ["kernelyard-launcher", "--spark-session", "lazy",
+                                "--spark-master", "yarn", "--spark-conf",
+                                "spark.ui.enabled=false", "--"]
+    assert spec["env"] == {"HADOOP_CONF_DIR": "/etc/hadoop/conf"}
+    with pytest.raises(SystemExit, match="--spark-master"):
+        kernel_json(_opts("ssh", "--name", "x", "--hosts", "h1", "--spark-conf", "a=b"))
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        kernel_json(_opts("ssh", "--name", "x", "--hosts", "h1", "--env", "1X=2"))
