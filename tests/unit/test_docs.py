@@ -15,13 +15,14 @@ from kernelyard.manager import GatewayMappingKernelManager
 from kernelyard.provisioners.base import RemoteProvisionerBase
 from kernelyard.provisioners.local import LocalKernelProvisioner
 from kernelyard.provisioners.ssh import SSHProvisioner
+from kernelyard.provisioners.yarn import YarnProvisioner
 from kernelyard.store import StoreFactory
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 CLASSES = {c.__name__: c for c in [KernelyardApp, GatewayMappingKernelManager,
                                    GatewayKernelManager, LocalKernelProvisioner,
                                    GatewayChannelsConnection, RemoteProvisionerBase,
-                                   SSHProvisioner, StoreFactory, CallbackRegistry,
+                                   SSHProvisioner, YarnProvisioner, StoreFactory, CallbackRegistry,
                                    SharedTokenAuthenticator, ApiTokenAuthenticator]}
 
 
