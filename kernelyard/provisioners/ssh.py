@@ -4,6 +4,13 @@ The launcher file is copied to each host once (by SFTP, keyed by its hash), so
 hosts need only a Python 3.8+. Secrets and the client's env go over the ssh
 session's stdin; every command line is built from settings and validated ids
 and quoted with ``shlex.quote``. Known-hosts checking is on by default.
+
+Whom kernels run as (``user_mode``, docs/run-as-user.md): the configured
+``username`` for every kernel (``service``, the default); the kernel's owner
+(``KERNEL_USERNAME``), logging in with that user's own key (``login``); or the
+owner through ``sudo -n -u <user>`` after logging in as ``username`` (``sudo``),
+where every remote command (launcher, status, cancel, clean-up) runs as the
+owner, from the owner's home, and secrets still travel only on stdin.
 """
 
 from __future__ import annotations
@@ -11,19 +18,44 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import shlex
 import time
 from collections.abc import AsyncIterator
 from importlib.resources import files
 from typing import Any
 
-from traitlets import Bool, Enum, Float, Integer, List, Unicode
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode
 
 from ..errors import InvalidRequest, KernelStartFailed
-from ..policy import check_kernel_id
+from ..policy import check_kernel_id, is_valid_username
+from ..usermap import RunAsRefused
 from .base import RemoteProvisionerBase, launcher_args
 from .ssh_scripts import CANCEL_SCRIPT, STATUS_SCRIPT
 from .status import EXITED, PENDING, RUNNING, BackendStatus
+
+# Run first (as the owner) in sudo mode: enter the owner's home, then exec the command,
+# so the relative remote_dir resolves there as it does after an ssh login.
+ENTER_HOME = (
+    "import os, pwd, sys\n"
+    "os.chdir(pwd.getpwuid(os.getuid()).pw_dir)\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"
+)
+# Sudo mode: the launcher's source on stdin, written as the owner (argv: path, digest).
+INSTALL_SCRIPT = r"""
+import hashlib, os, sys
+path, digest = sys.argv[1], sys.argv[2]
+data = sys.stdin.buffer.read()
+if not os.path.exists(path):
+    if hashlib.sha256(data).hexdigest()[:16] != digest:
+        sys.exit("kernelyard: the launcher arrived damaged")
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+"""
+RELEASE_SCRIPT = "import shutil, sys\nshutil.rmtree(sys.argv[1], ignore_errors=True)\n"
 
 
 def launcher_source() -> bytes:
@@ -68,9 +100,29 @@ class SSHProvisioner(RemoteProvisionerBase):
         help="Seconds a host that could not be reached is passed over by placement "
         "(unless every host is down).",
     )
+    user_mode = Enum(
+        ["service", "login", "sudo"], "service", config=True,
+        help="Whom kernels run as: 'service' = the remote user `username` for all; "
+        "'login' = the kernel's owner (KERNEL_USERNAME), logging in with the owner's key "
+        "(user_keys / user_keys_dir); 'sudo' = the owner, through `sudo -n -u <owner>` "
+        "after logging in as `username` (the hosts need a sudoers rule that lets "
+        "`username` run remote_python as the owners).",
+    )
+    user_keys_dir = Unicode(
+        "", config=True,
+        help="Login mode: a folder of private keys, one per user, named after the user.",
+    )
+    user_keys = Dict(
+        value_trait=Unicode(), config=True,
+        help="Login mode: user name -> private key file (before user_keys_dir).",
+    )
+    sudo_command = List(
+        Unicode(), ["sudo", "-n"], config=True,
+        help="Sudo mode: the command before `-u <owner> -- <remote_python> ...`.",
+    )
 
     _connections: dict[tuple[str, int, str], Any] = {}
-    _shipped: set[tuple[str, str]] = set()
+    _shipped: set[tuple[str, str]] = set()  # (host:port:login:owner, launcher digest)
     _last_host: dict[tuple[str, ...], str] = {}
     _down_until: dict[str, float] = {}
 
@@ -79,18 +131,21 @@ class SSHProvisioner(RemoteProvisionerBase):
     async def submit(
         self, argv: list[str], env: dict[str, str], secrets: dict[str, str]
     ) -> AsyncIterator[dict[str, Any]]:
+        user = self._owner(env)
         host = await self._choose_host(env)
-        yield {"host": host}
-        conn = await self._connect(host)
-        launcher = await self._ship_launcher(conn, host)
+        yield {"host": host, "user": user} if user else {"host": host}
+        conn = await self._connect(host, user)
+        launcher = await self._ship_launcher(conn, host, user)
         run_dir = self._run_dir(self.kernel_id)
         yield {"run_dir": run_dir}
-        command = shlex.join(self._launcher_argv(launcher, run_dir, argv))
+        command = shlex.join(self._as(user, self._launcher_argv(launcher, run_dir, argv)))
+        if self._sudo(user):  # the launcher makes its run dir, as the owner
+            command = f"exec {command}"
+        else:
+            command = f"mkdir -p {shlex.quote(run_dir)} && exec {command}"
         stdin = json.dumps({**secrets, "env": env}) + "\n"
-        result = await asyncio.wait_for(
-            conn.run(f"mkdir -p {shlex.quote(run_dir)} && exec {command}", input=stdin),
-            timeout=self.connect_timeout + 20,
-        )
+        result = await asyncio.wait_for(conn.run(command, input=stdin),
+                                        timeout=self.connect_timeout + 20)
         if result.exit_status != 0:
             raise KernelStartFailed(
                 f"launcher on host {host} failed (exit {result.exit_status}): "
@@ -100,13 +155,14 @@ class SSHProvisioner(RemoteProvisionerBase):
         yield {"launcher_pid": started["pid"]}
 
     async def status(self, states: list[dict[str, Any]]) -> list[BackendStatus]:
-        """One ssh command per host, whatever the number of kernels on it."""
-        by_host: dict[str, list[int]] = {}
+        """One ssh command per host (and owner, unless all run as one user)."""
+        by_host: dict[tuple[str, str], list[int]] = {}
         for index, state in enumerate(states):
-            by_host.setdefault(state.get("host", ""), []).append(index)
+            key = (state.get("host", ""), self._state_user(state))
+            by_host.setdefault(key, []).append(index)
         answers = await asyncio.gather(*(
-            self._host_status(host, [states[i] for i in indexes])
-            for host, indexes in by_host.items()))
+            self._host_status(host, user, [states[i] for i in indexes])
+            for (host, user), indexes in by_host.items()))
         results: dict[int, BackendStatus] = {}
         for indexes, statuses in zip(by_host.values(), answers, strict=True):
             results.update(zip(indexes, statuses, strict=True))
@@ -115,24 +171,31 @@ class SSHProvisioner(RemoteProvisionerBase):
     async def cancel(self, state: dict[str, Any]) -> None:
         if not state.get("host") or not state.get("run_dir"):
             return
-        conn = await self._connect(state["host"])
+        user = self._state_user(state)
+        conn = await self._connect(state["host"], user)
         args = [self.remote_python, "-c", CANCEL_SCRIPT, state["run_dir"],
                 str(self.shutdown_grace), _kernel_id_of(state["run_dir"])]
-        await conn.run(shlex.join(args), timeout=self.shutdown_grace + 20)
+        await conn.run(shlex.join(self._as(user, args)), timeout=self.shutdown_grace + 20)
 
     async def release(self, state: dict[str, Any]) -> None:
         if state.get("host") and state.get("run_dir"):
-            conn = await self._connect(state["host"])
-            await conn.run(shlex.join(["rm", "-rf", "--", state["run_dir"]]), timeout=20)
+            user = self._state_user(state)
+            conn = await self._connect(state["host"], user)
+            args = (self._as(user, [self.remote_python, "-c", RELEASE_SCRIPT, state["run_dir"]])
+                    if self._sudo(user) else ["rm", "-rf", "--", state["run_dir"]])
+            await conn.run(shlex.join(args), timeout=20)
 
     # ---- helpers -------------------------------------------------------------------
 
-    async def _host_status(self, host: str, states: list[dict[str, Any]]) -> list[BackendStatus]:
+    async def _host_status(
+        self, host: str, user: str, states: list[dict[str, Any]]
+    ) -> list[BackendStatus]:
         runs = [s.get("run_dir", "") for s in states]
         try:
-            conn = await self._connect(host)
+            conn = await self._connect(host, user)
             args = [self.remote_python, "-c", STATUS_SCRIPT, *[r for r in runs if r]]
-            result = await conn.run(shlex.join(args), timeout=self.connect_timeout + 10)
+            result = await conn.run(shlex.join(self._as(user, args)),
+                                    timeout=self.connect_timeout + 10)
             report = json.loads(result.stdout or "{}")
         except (OSError, asyncio.TimeoutError, ValueError, KernelStartFailed) as e:
             return [BackendStatus(PENDING if "launcher_pid" not in s else RUNNING, host,
@@ -172,18 +235,61 @@ class SSHProvisioner(RemoteProvisionerBase):
                 counts[host] = counts.get(host, 0) + 1
         return counts
 
-    async def _connect(self, host: str) -> Any:
+    # ---- whom the kernel runs as ---------------------------------------------------
+
+    def _owner(self, env: dict[str, str]) -> str:
+        """The user the kernel runs as in login/sudo mode ('' in service mode)."""
+        if self.user_mode == "service":
+            return ""
+        user = env.get("KERNEL_USERNAME", "")
+        if not is_valid_username(user):
+            raise RunAsRefused(
+                f"kernels of this kernelspec run as their user ({self.user_mode} mode): "
+                "KERNEL_USERNAME must name one")
+        if user == "root":
+            raise RunAsRefused("refusing to run a kernel as root")
+        return user
+
+    def _state_user(self, state: dict[str, Any]) -> str:
+        user = state.get("user", "")
+        if user and (not is_valid_username(user) or user == "root"):
+            raise KernelStartFailed(f"kernel {self.kernel_id}: bad user in its stored state")
+        return str(user)
+
+    def _sudo(self, user: str) -> bool:
+        return bool(user) and self.user_mode == "sudo"
+
+    def _as(self, user: str, argv: list[str]) -> list[str]:
+        """``argv`` as run on the host: through sudo as ``user`` (from their home) in sudo mode."""
+        if not self._sudo(user):
+            return argv
+        return [*self.sudo_command, "-u", user, "--", self.remote_python, "-c", ENTER_HOME,
+                *argv]
+
+    def _login(self, user: str) -> tuple[str, list[str]]:
+        """The ssh login name and keys for a kernel of ``user``."""
+        if not user or self.user_mode != "login":
+            return self.username, list(self.client_keys)
+        key = self.user_keys.get(user) or (
+            os.path.join(self.user_keys_dir, user) if self.user_keys_dir else "")
+        if not key or not os.path.isfile(key):
+            raise KernelStartFailed(f"no SSH key for user {user!r} (SSHProvisioner.user_keys "
+                                    "or user_keys_dir)")
+        return user, [key]
+
+    async def _connect(self, host: str, user: str = "") -> Any:
         import asyncssh
 
-        key = (host, self.port, self.username)
+        login, keys = self._login(user)
+        key = (host, self.port, login)
         conn = self._connections.get(key)
         if conn is not None and not conn.is_closed():
             return conn
         options: dict[str, Any] = {"port": self.port, "connect_timeout": self.connect_timeout}
-        if self.username:
-            options["username"] = self.username
-        if self.client_keys:
-            options["client_keys"] = list(self.client_keys)
+        if login:
+            options["username"] = login
+        if keys:
+            options["client_keys"] = keys
         if not self.check_host_keys:
             options["known_hosts"] = None
         elif self.known_hosts:
@@ -197,11 +303,21 @@ class SSHProvisioner(RemoteProvisionerBase):
         self._connections[key] = conn
         return conn
 
-    async def _ship_launcher(self, conn: Any, host: str) -> str:
+    async def _ship_launcher(self, conn: Any, host: str, user: str = "") -> str:
         source = launcher_source()
         digest = hashlib.sha256(source).hexdigest()[:16]
         path = f"{self.remote_dir}/launcher-{digest}.py"
-        if (host, digest) in self._shipped:
+        shipped = (f"{host}:{self.port}:{self._login(user)[0]}:{user}", digest)
+        if shipped in self._shipped:
+            return path
+        if self._sudo(user):
+            args = self._as(user, [self.remote_python, "-c", INSTALL_SCRIPT, path, digest])
+            result = await conn.run(shlex.join(args), input=source, encoding=None,
+                                    timeout=self.connect_timeout + 20)
+            if result.exit_status != 0:
+                raise SSHHostError(f"cannot install the launcher for {user!r} on host {host}: "
+                                   f"{(result.stderr or b'').decode(errors='replace')[-500:]}")
+            self._shipped.add(shipped)
             return path
         async with conn.start_sftp_client() as sftp:
             await sftp.makedirs(self.remote_dir, exist_ok=True)
@@ -210,7 +326,7 @@ class SSHProvisioner(RemoteProvisionerBase):
                 async with sftp.open(tmp, "wb") as f:
                     await f.write(source)
                 await sftp.rename(tmp, path)
-        self._shipped.add((host, digest))
+        self._shipped.add(shipped)
         return path
 
     def _run_dir(self, kernel_id: str) -> str:
