@@ -310,3 +310,34 @@ def test_rm_down_is_a_503_and_a_second_rm_takes_over(gw: Gateway, yarn: dict[str
     finally:
         ks.close()
     assert gw.request("DELETE", f"/api/kernels/{body['id']}", timeout=120)[0] == 204
+
+
+def test_gateway_restart_readopts_the_yarn_kernel(
+        tmp_path: Path, yarn: dict[str, str], specs: Path, instance_tag: str) -> None:
+    first = _start(tmp_path, yarn, specs, instance_tag)
+    try:
+        status, model = _post(first, "spark_python_yarn_cluster", KERNEL_USERNAME="alice")
+        assert status == 201, model
+        kid = model["id"]
+        ks = first.connect(kid)
+        try:
+            app_id = _run(ks, "y = 'survives'; print(sc.applicationId)")["stdout"].strip()
+        finally:
+            ks.close()
+    finally:
+        assert first.stop() == 0
+    assert rm(yarn, f"/ws/v1/cluster/apps/{app_id}")["app"]["state"] == "RUNNING"
+    second = _start(tmp_path, yarn, specs, instance_tag)
+    try:
+        ks = second.connect(kid)
+        try:
+            out = _run(ks, "print(y, sc.applicationId)")
+        finally:
+            ks.close()
+        assert out["stdout"].split() == ["survives", app_id]
+        assert len(apps(yarn, f"kernelyard-kernel-{kid}")) == 1, "a second application ran"
+        assert second.request("DELETE", f"/api/kernels/{kid}", timeout=120)[0] == 204
+    finally:
+        second.stop()
+    wait_for(f"{app_id} to end", KILL_TIMEOUT, lambda: rm(
+        yarn, f"/ws/v1/cluster/apps/{app_id}")["app"]["state"] in ("FINISHED", "KILLED"))
