@@ -1,0 +1,133 @@
+"""Pure parts of the YARN backend: request checks, queue trees, config parsing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kernelyard.errors import ConfigError, InvalidRequest
+from kernelyard.provisioners.spark_request import (
+    SparkLimits,
+    SparkResources,
+    memory_mb,
+    resources_for,
+)
+from kernelyard.provisioners.yarn_rm import (
+    YarnApp,
+    _collect_leaves,
+    _log_contents,
+    rm_urls_from_hadoop_conf,
+)
+
+LIMITS = SparkLimits(max_driver_memory="4g", max_executor_memory="8g", max_cores=4,
+                     max_executors=10, allowed_conf=("spark.sql.*",),
+                     allowed_queues=())
+
+
+@pytest.mark.parametrize(("text", "mb"), [("512m", 512), ("2g", 2048), ("2G", 2048),
+                                          ("1t", 1024 * 1024), ("1024k", 1)])
+def test_memory_sizes(text: str, mb: float) -> None:
+    assert memory_mb(text, "X") == mb
+
+
+@pytest.mark.parametrize("text", ["", "1.5g", "0m", "-1g", "1 g", "1gb", "g", "12345678m"])
+def test_bad_memory_sizes_name_the_variable(text: str) -> None:
+    with pytest.raises(InvalidRequest, match="KERNEL_DRIVER_MEMORY"):
+        memory_mb(text, "KERNEL_DRIVER_MEMORY")
+
+
+def test_request_within_limits_overrides_the_kernelspec() -> None:
+    got = resources_for(SparkResources(conf={"spark.a": "1"}), LIMITS, {
+        "KERNEL_QUEUE": "analytics", "KERNEL_DRIVER_MEMORY": "4G",
+        "KERNEL_EXECUTOR_CORES": "4", "KERNEL_NUM_EXECUTORS": "0",
+        "KERNEL_SPARK_CONF": json.dumps({"spark.sql.shuffle.partitions": 8,
+                                         "spark.sql.ansi.enabled": True})})
+    assert got.queue == "analytics" and got.driver_memory == "4g"
+    assert (got.executor_cores, got.num_executors) == (4, 0)
+    assert got.conf == {"spark.a": "1", "spark.sql.shuffle.partitions": "8",
+                        "spark.sql.ansi.enabled": "true"}
+    assert got.dynamic_allocation_conf()["spark.dynamicAllocation.minExecutors"] == "0"
+    assert "--num-executors" not in got.submit_args()
+
+
+@pytest.mark.parametrize(("env", "names"), [
+    ({"KERNEL_DRIVER_MEMORY": "5g"}, "KERNEL_DRIVER_MEMORY=5g is over the limit of 4g"),
+    ({"KERNEL_EXECUTOR_MEMORY": "9g"}, "KERNEL_EXECUTOR_MEMORY"),
+    ({"KERNEL_DRIVER_CORES": "0"}, "KERNEL_DRIVER_CORES=0 is outside 1..4"),
+    ({"KERNEL_NUM_EXECUTORS": "11"}, "KERNEL_NUM_EXECUTORS=11"),
+    ({"KERNEL_NUM_EXECUTORS": "two"}, "KERNEL_NUM_EXECUTORS must be a whole number"),
+    ({"KERNEL_QUEUE": "a/b"}, "KERNEL_QUEUE"),
+    ({"KERNEL_SPARK_CONF": "[1]"}, "JSON object"),
+    ({"KERNEL_SPARK_CONF": "{"}, "JSON object"),
+    ({"KERNEL_SPARK_CONF": '{"spark.driver.extraJavaOptions": "-X"}'},
+     "spark.driver.extraJavaOptions may not be set"),
+    ({"KERNEL_SPARK_CONF": '{"spark.sql.x": {"a": 1}}'}, "not a Spark conf entry"),
+    ({"KERNEL_SPARK_CONF": '{"hadoop.x": "1"}'}, "not a Spark conf entry"),
+    ({"KERNEL_SPARK_CONF": '{"spark.sql.x": "a\\nb"}'}, "control characters"),
+])
+def test_requests_outside_the_limits_are_400s(env: dict[str, str], names: str) -> None:
+    with pytest.raises(InvalidRequest, match=names.replace(".", r"\.")):
+        resources_for(SparkResources(), LIMITS, env)
+
+
+def test_allowed_queues() -> None:
+    limits = SparkLimits(allowed_queues=("default",))
+    assert resources_for(SparkResources(), limits, {"KERNEL_QUEUE": "default"}).queue == "default"
+    with pytest.raises(InvalidRequest, match="not allowed here"):
+        resources_for(SparkResources(), limits, {"KERNEL_QUEUE": "analytics"})
+
+
+def test_capacity_scheduler_leaf_queues() -> None:
+    info = {"type": "capacityScheduler", "queueName": "root", "queues": {"queue": [
+        {"queueName": "default"},
+        {"queueName": "eng", "queues": {"queue": [{"queueName": "etl"},
+                                                   {"queueName": "adhoc"}]}}]}}
+    names: set[str] = set()
+    _collect_leaves(info, "root", names)
+    assert names == {"default", "root.default", "etl", "root.eng.etl", "adhoc",
+                     "root.eng.adhoc"}
+
+
+def test_fair_scheduler_leaf_queues() -> None:
+    info = {"type": "fairScheduler", "rootQueue": {"queueName": "root", "childQueues": {
+        "queue": [{"queueName": "root.default"}, {"queueName": "root.analytics"}]}}}
+    names: set[str] = set()
+    _collect_leaves(info, "root", names)
+    assert names == {"default", "root.default", "analytics", "root.analytics"}
+
+
+def _yarn_site(folder: Path, props: dict[str, str]) -> str:
+    rows = "".join(f"<property><name>{k}</name><value>{v}</value></property>"
+                   for k, v in props.items())
+    (folder / "yarn-site.xml").write_text(f"<configuration>{rows}</configuration>")
+    return str(folder)
+
+
+def test_rm_urls_from_yarn_site(tmp_path: Path) -> None:
+    assert rm_urls_from_hadoop_conf(_yarn_site(tmp_path, {
+        "yarn.resourcemanager.webapp.address": "rm:8188"})) == ["http://rm:8188"]
+    assert rm_urls_from_hadoop_conf(_yarn_site(tmp_path, {
+        "yarn.resourcemanager.hostname": "rm"})) == ["http://rm:8088"]
+    assert rm_urls_from_hadoop_conf(_yarn_site(tmp_path, {
+        "yarn.resourcemanager.ha.rm-ids": "rm1,rm2",
+        "yarn.resourcemanager.hostname.rm1": "a", "yarn.resourcemanager.hostname.rm2": "b",
+        "yarn.http.policy": "HTTPS_ONLY",
+        "yarn.resourcemanager.webapp.https.address.rm2": "b:9999"})) == [
+        "https://a:8090", "https://b:9999"]
+
+
+def test_rm_urls_without_config_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"yarn-site\.xml"):
+        rm_urls_from_hadoop_conf(str(tmp_path))
+
+
+def test_app_from_rm_json_and_log_contents() -> None:
+    app = YarnApp.from_json({"id": "application_1_0002", "state": "RUNNING",
+                             "applicationTags": "kernelyard-kernel-x,inst",
+                             "amHostHttpAddress": "node1:8042", "startedTime": 5})
+    assert app.active and app.tags == {"kernelyard-kernel-x", "inst"} and app.am_host == "node1"
+    text = ("Container: c on n\nLogType:stderr\nLogContents:\nboom\n\tat a.b(C.java:1)\n"
+            "Caused by: x\nEnd of LogType:stderr.\n****")
+    assert _log_contents(text) == "boom\nCaused by: x"
