@@ -214,6 +214,9 @@ class LocalKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
             self.process = subprocess.Popen(  # noqa: ASYNC220
                 self.helper_argv(), stdin=theirs.fileno(), stdout=log_fd, stderr=log_fd,
                 env=self._helper_env(), cwd="/", start_new_session=True)
+        except OSError:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self.pid = self.pgid = self.process.pid
