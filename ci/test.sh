@@ -14,11 +14,14 @@ python -m pip install -q --upgrade pip
 python -m pip install -q -e '.[test]'
 bash ci/e2e/install.sh
 bash ci/ssh-hosts/install.sh
+bash ci/users.sh           # alice/bob, sudo + a rule for kyuser, per-user ssh keys
+bash ci/kernel-venv.sh     # /opt/kernelyard/kernel-venv: a kernel Python every user can run
 bash ci/yarn/install.sh    # pyspark into the venv, the YARN daemon jars into ~/.m2
 bash ci/kdc/install.sh     # MIT Kerberos (apt) and gssapi into the venv (wheel built once, cached)
+bash ci/jupyterhub/install.sh  # JupyterHub in /opt/kernelyard/jupyterhub-venv, configurable-http-proxy (npm)
 
 echo "== real parts"
-trap 'bash ci/spark-standalone/stop.sh; bash ci/ssh-hosts/stop.sh; bash ci/yarn/stop.sh; bash ci/kdc/stop.sh' EXIT
+trap 'bash ci/jupyterhub/stop.sh; bash ci/spark-standalone/stop.sh; bash ci/ssh-hosts/stop.sh; bash ci/yarn/stop-kerberized-rm.sh; bash ci/yarn/stop.sh; bash ci/kdc/stop.sh' EXIT
 # The Spark standalone cluster lives on the ssh hosts' bridge: stop it first, start it after.
 bash ci/spark-standalone/stop.sh >/dev/null 2>&1 || true
 bash ci/ssh-hosts/stop.sh >/dev/null 2>&1 || true
@@ -28,6 +31,10 @@ bash ci/yarn/stop.sh >/dev/null 2>&1 || true
 bash ci/yarn/start.sh
 bash ci/kdc/stop.sh >/dev/null 2>&1 || true
 bash ci/kdc/start.sh
+bash ci/yarn/stop-kerberized-rm.sh >/dev/null 2>&1 || true
+bash ci/yarn/start-kerberized-rm.sh   # a second RM whose REST API needs SPNEGO
+bash ci/jupyterhub/stop.sh >/dev/null 2>&1 || true
+bash ci/jupyterhub/start.sh
 
 echo "== lint and types"
 ruff check kernelyard tests bench

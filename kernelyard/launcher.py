@@ -73,6 +73,7 @@ SECRET_ENVS = {
     "token": "KERNELYARD_CALLBACK_TOKEN",
     "callback_url": "KERNELYARD_CALLBACK_URL",
 }
+CURVE_FIELDS = ("curve_publickey", "curve_secretkey")
 SIGNATURE_HEADER = "X-Kernelyard-Signature"
 CONTROL_PATH = "/control"
 MAX_CLOCK_SKEW = 60.0  # seconds a control request's ts may be off our clock
@@ -289,6 +290,7 @@ class Secrets(NamedTuple):
     token: str
     callback_url: str
     env: dict[str, str] = {}
+    curve: dict[str, str] = {}  # the kernel's CurveZMQ keypair, when the gateway asks for it
 
 
 class UsageError(Exception):
@@ -303,19 +305,31 @@ def read_secrets(from_stdin: bool, from_file: str = "") -> Secrets:
     """
     found: dict[str, Any] = {name: os.environ.pop(var, "") for name, var in SECRET_ENVS.items()}
     extra_env: dict[str, str] = {}
+    curve: dict[str, str] = {}
     where = "in $" + "/$".join(SECRET_ENVS.values())
     if from_stdin or from_file:
         where = "on stdin" if from_stdin else f"in {from_file}"
         data = _secrets_json(_read_secrets_line(from_file), where)
         found = {name: data.get(name) for name in SECRET_ENVS}
         extra_env = _kernel_env(data.get("env"))
+        curve = _curve_keys(data)
     for name, value in found.items():
         if not (isinstance(value, str) and value):
             raise UsageError(f"secret {name!r} is missing {where}")
     scheme = urllib.parse.urlsplit(found["callback_url"]).scheme
     if scheme not in ("http", "https"):
         raise UsageError("the callback URL must be http or https")
-    return Secrets(env=extra_env, **found)
+    return Secrets(env=extra_env, curve=curve, **found)
+
+
+def _curve_keys(data: dict[str, Any]) -> dict[str, str]:
+    """``curve_publickey`` and ``curve_secretkey`` (Z85, 40 characters each), or none."""
+    keys = {name: data.get(name) for name in CURVE_FIELDS if data.get(name) is not None}
+    if not keys:
+        return {}
+    if len(keys) != 2 or not all(isinstance(v, str) and len(v) == 40 for v in keys.values()):
+        raise UsageError("the CurveZMQ keys must be two Z85 strings of 40 characters")
+    return cast("dict[str, str]", keys)
 
 
 def _read_secrets_line(path: str) -> bytes:
@@ -795,7 +809,8 @@ class Launcher:
                 self.ports[name] = port_of(sock)
             info: dict[str, Any] = {name: self.ports[name] for name in KERNEL_PORT_NAMES}
             info.update(ip=self.options.ip, key=self.secret.key, transport="tcp",
-                        signature_scheme="hmac-sha256", kernel_name=self.options.kernel_name)
+                        signature_scheme="hmac-sha256", kernel_name=self.options.kernel_name,
+                        **self.secret.curve)
             write_private(self.connection_file, json.dumps(info, indent=1))
         finally:
             for sock in socks:

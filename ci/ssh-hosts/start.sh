@@ -78,5 +78,6 @@ KY_SSH_KEY=$state/client_key
 KY_SSH_KNOWN_HOSTS=$state/known_hosts
 KY_SSH_GATEWAY_IP=$net.1
 KY_SSH_NAMESPACES=$(for i in $(seq 1 "$n"); do printf 'ky%sh%s,' "$id" "$i"; done | sed 's/,$//')
+KY_SSH_BRIDGE=$bridge
 ENV
 echo "ssh hosts up: ${hosts[*]} (state: $state)"

@@ -40,6 +40,10 @@ def kernel_json(opts: argparse.Namespace) -> dict[str, Any]:
         argv = [LAUNCHER, "--", *kernel_cmd]
     if opts.launch_timeout:
         config["launch_timeout"] = opts.launch_timeout
+    if opts.curve:
+        if opts.backend == "local":
+            raise SystemExit("--curve is for remote kernels (ssh, yarn)")
+        config["curve_encryption"] = True
     spec: dict[str, Any] = {
         "argv": argv,
         "display_name": opts.display_name or opts.name,
@@ -142,6 +146,8 @@ def parser() -> argparse.ArgumentParser:
                       "(default: ipykernel of --python)")
     inst.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                       help="an environment variable of the kernel (repeatable)")
+    inst.add_argument("--curve", action="store_true",
+                      help="encrypt the kernel's ZMQ traffic with CurveZMQ (ssh, yarn)")
     inst.add_argument("--launch-timeout", type=float, default=0.0,
                       help="seconds a start may take (remote backends)")
     spark = inst.add_argument_group("Spark (yarn; ssh with --spark-master)")

@@ -38,7 +38,7 @@ from typing import Any, cast
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Float, List, Unicode
+from traitlets import Bool, Float, List, Unicode
 
 from ..callbacks import CallbackRegistry
 from ..errors import KernelStartFailed
@@ -83,6 +83,12 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     shutdown_grace = Float(
         5.0, config=True, help="Seconds a kernel has to exit after SIGTERM before SIGKILL."
     )
+    curve_encryption = Bool(
+        False, config=True,
+        help="Encrypt the kernel's ZMQ channels with CurveZMQ: the gateway makes a keypair "
+        "per kernel start and sends it with the other secrets. Needs a kernel that reads "
+        "curve_publickey/curve_secretkey from its connection file (ipykernel >= 7.4).",
+    )
     inherited_envs = List(
         Unicode(),
         config=True,
@@ -94,6 +100,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         self.state: dict[str, Any] = {}
         self.connection_info: KernelConnectionInfo = {}
         self._exit_code: int | None = None
+        self._curve: dict[str, str] = {}
 
     # ---- backend hooks ---------------------------------------------------------
 
@@ -143,7 +150,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         registry = CallbackRegistry.instance()
         token, reported = registry.expect(self.kernel_id)
         secrets = {"key": self.km.session.key.decode(), "token": token,
-                   "callback_url": registry.url_for(self.kernel_id)}
+                   "callback_url": registry.url_for(self.kernel_id), **self._curve_keypair()}
         self._exit_code = None
         self.state = {}
         try:
@@ -304,16 +311,28 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         argv = [arg.replace("{resource_dir}", resource_dir) for arg in self.kernel_spec.argv]
         return argv + list(extra)
 
+    def _curve_keypair(self) -> dict[str, str]:
+        """A fresh CurveZMQ keypair for this start (kept until the callback), or none."""
+        self._curve = {}
+        if self.curve_encryption:
+            import zmq
+
+            public, secret = zmq.curve_keypair()
+            self._curve = {"curve_publickey": public.decode(), "curve_secretkey": secret.decode()}
+        return dict(self._curve)
+
     def _connection_from(self, report: dict[str, Any]) -> KernelConnectionInfo:
         info: dict[str, Any] = {name: report[name] for name in KERNEL_PORT_NAMES}
         info.update(ip=report["ip"], key=self.km.session.key, transport="tcp",
-                    signature_scheme="hmac-sha256", kernel_name=self.km.kernel_name)
+                    signature_scheme="hmac-sha256", kernel_name=self.km.kernel_name,
+                    **self._curve)
         self.state.update(hostname=report["hostname"], ip=report["ip"], pid=report["pid"],
                           pgid=report["pgid"], launcher_port=report["launcher_port"])
         return cast(KernelConnectionInfo, info)
 
     def _public_connection(self) -> dict[str, Any]:
-        return {k: v for k, v in self.connection_info.items() if k != "key"}
+        return {k: v for k, v in self.connection_info.items()
+                if k not in ("key", "curve_secretkey")}
 
     async def _control(self, action: str, **fields: Any) -> dict[str, Any]:
         """A signed request to the launcher's control endpoint."""

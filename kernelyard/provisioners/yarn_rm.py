@@ -6,6 +6,7 @@ queues, and the tail of a driver container's log (from its NodeManager).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import urllib.parse
@@ -155,8 +156,9 @@ class ResourceManager:
         headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        if self.auth_header is not None:
-            headers["Authorization"] = self.auth_header(urllib.parse.urlsplit(url).hostname or "")
+        if self.auth_header is not None:  # SPNEGO may block on the KDC: not on the event loop
+            host = urllib.parse.urlsplit(url).hostname or ""
+            headers["Authorization"] = await asyncio.to_thread(self.auth_header, host)
         request = HTTPRequest(url, method=method, body=body, headers=headers,
                               follow_redirects=False, connect_timeout=self.timeout,
                               request_timeout=self.timeout)

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS kernels (
 """
 _COLUMNS = ("kernel_id", "kernel_name", "provisioner", "owner", "state", "connection",
             "created", "updated")
-_SECRET_FIELD = "key"  # noqa: S105 (the name of the field that is encrypted)
+# The connection-info fields that are encrypted at rest.
+_SECRET_FIELDS = ("key", "curve_secretkey")
 # Column names are constants of this module; values always go through '?' parameters.
 _SELECT = f"SELECT {','.join(_COLUMNS)} FROM kernels"  # noqa: S608
 _INSERT = (f"INSERT OR REPLACE INTO kernels ({','.join(_COLUMNS)}) "  # noqa: S608
@@ -88,8 +89,9 @@ class SQLiteKernelStore(KernelStore):
     def _encode(self, name: str, value: Any) -> Any:
         if name == "connection":
             value = dict(value)
-            if value.get(_SECRET_FIELD):
-                value[_SECRET_FIELD] = self._box.seal(_as_text(value[_SECRET_FIELD]))
+            for field in _SECRET_FIELDS:
+                if value.get(field):
+                    value[field] = self._box.seal(_as_text(value[field]))
         return json.dumps(value) if name in ("state", "connection") else value
 
     def _to_row(self, record: KernelRecord) -> tuple[Any, ...]:
@@ -99,8 +101,9 @@ class SQLiteKernelStore(KernelStore):
         values = dict(zip(_COLUMNS, row, strict=True))
         values["state"] = json.loads(values["state"])
         connection = json.loads(values["connection"])
-        if connection.get(_SECRET_FIELD):
-            connection[_SECRET_FIELD] = self._box.open(connection[_SECRET_FIELD])
+        for field in _SECRET_FIELDS:
+            if connection.get(field):
+                connection[field] = self._box.open(connection[field])
         values["connection"] = connection
         return KernelRecord(**values)
 
