@@ -557,3 +557,40 @@ def test_debian_python_runs_the_standalone_file_around_its_ipykernel(launch: Lau
     assert run.wait_exit(20) == 0
     assert_finished(run, {report["pid"]}, str(-signal.SIGTERM))
 
+
+
+def _secrets_file(tmp_path: Path, **extra: Any) -> Path:
+    path = tmp_path / "kernelyard-secrets.json"
+    path.write_text(json.dumps({"key": "k" * 64, "token": "t" * 43,
+                                "callback_url": "http://gw:1/kernelyard/callback/x", **extra}))
+    path.chmod(0o600)
+    return path
+
+
+def test_a_secrets_file_is_read_once_and_deleted(tmp_path: Path) -> None:
+    path = _secrets_file(tmp_path, env={"KERNEL_USERNAME": "alice"})
+    got = launcher.read_secrets(False, str(path))
+    assert (got.key, got.env, got.curve) == ("k" * 64, {"KERNEL_USERNAME": "alice"}, {})
+    assert not path.exists()
+    with pytest.raises(launcher.UsageError, match="cannot read the secrets file"):
+        launcher.read_secrets(False, str(path))
+
+
+def test_curve_keys_travel_with_the_secrets(tmp_path: Path) -> None:
+    keys = {"curve_publickey": "P" * 40, "curve_secretkey": "S" * 40}
+    got = launcher.read_secrets(False, str(_secrets_file(tmp_path, **keys)))
+    assert got.curve == keys
+    for bad in ({"curve_publickey": "P" * 40}, {**keys, "curve_secretkey": "short"},
+                {**keys, "curve_secretkey": 5}):
+        with pytest.raises(launcher.UsageError, match="CurveZMQ"):
+            launcher.read_secrets(False, str(_secrets_file(tmp_path, **bad)))
+
+
+def test_spark_conf_options_must_be_key_value() -> None:
+    options, _ = launcher.parse_args(["--kernel-id", "k1", "--spark-session", "eager",
+                                      "--spark-conf", "spark.a=1=2", "--", "true"])
+    assert options.spark_conf == [("spark.a", "1=2")] and options.spark_session == "eager"
+    with pytest.raises(SystemExit):
+        launcher.parse_args(["--kernel-id", "k1", "--spark-conf", "novalue", "--", "true"])
+    with pytest.raises(SystemExit):
+        launcher.parse_args(["--kernel-id", "k1", "--spark-session", "sometimes", "--", "true"])
