@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.server
 import json
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from kernelyard.errors import ConfigError, InvalidRequest
+from kernelyard.errors import BackendUnavailable, ConfigError, InvalidRequest
 from kernelyard.provisioners.spark_request import (
     SparkLimits,
     SparkResources,
@@ -15,6 +19,7 @@ from kernelyard.provisioners.spark_request import (
     resources_for,
 )
 from kernelyard.provisioners.yarn_rm import (
+    ResourceManager,
     YarnApp,
     _collect_leaves,
     _log_contents,
@@ -131,3 +136,58 @@ def test_app_from_rm_json_and_log_contents() -> None:
     text = ("Container: c on n\nLogType:stderr\nLogContents:\nboom\n\tat a.b(C.java:1)\n"
             "Caused by: x\nEnd of LogType:stderr.\n****")
     assert _log_contents(text) == "boom\nCaused by: x"
+
+
+class _Fixed(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with the server's canned status and body (failure injection)."""
+
+    def do_GET(self) -> None:
+        status, body = self.server.canned  # type: ignore[attr-defined]
+        self.send_response(status)
+        if status == 307:
+            self.send_header("Location", "http://active-rm:8088" + self.path)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+        self.server.hits += 1  # type: ignore[attr-defined]
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def rm_servers() -> Iterator[Callable[[int, bytes], str]]:
+    servers: list[http.server.HTTPServer] = []
+
+    def serve(status: int, body: bytes) -> str:
+        server = http.server.HTTPServer(("127.0.0.1", 0), _Fixed)
+        server.canned = (status, body)  # type: ignore[attr-defined]
+        server.hits = 0  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_standby_rm_is_skipped_and_the_active_one_remembered(
+        rm_servers: Callable[[int, bytes], str]) -> None:
+    apps = json.dumps({"apps": {"app": [{"id": "application_1_0001", "state": "RUNNING",
+                                         "applicationTags": "t"}]}}).encode()
+    standby, active = rm_servers(307, b""), rm_servers(200, apps)
+    rm = ResourceManager([standby, active], timeout=5)
+    assert [a.id for a in asyncio.run(rm.apps("t"))] == ["application_1_0001"]
+    assert [a.id for a in asyncio.run(rm.apps("t"))] == ["application_1_0001"]
+    assert rm.requests == 3  # the standby once, then the active RM directly
+
+
+def test_no_rm_answering_is_backend_unavailable(
+        rm_servers: Callable[[int, bytes], str]) -> None:
+    down = "http://127.0.0.1:9"  # discard port: nothing listens
+    broken = rm_servers(500, b"{}")
+    with pytest.raises(BackendUnavailable, match="unreachable") as caught:
+        asyncio.run(ResourceManager([down, broken], timeout=5).leaf_queues())
+    assert down in str(caught.value) and broken in str(caught.value)
