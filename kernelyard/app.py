@@ -15,19 +15,20 @@ from typing import Any
 
 from jupyter_server.base.handlers import Template404
 from jupyter_server.serverapp import ServerApp
-from traitlets import Bool, List, Unicode, default
+from traitlets import Bool, Dict, Integer, List, Unicode, default
 
 from . import policy
 from ._version import __version__
 from .api.channels import GatewayChannelsConnection
 from .api.handlers import NotFoundHandler
+from .audit import AuditLog, open_audit_log
 from .auth.api_tokens import ApiTokenAuthenticator
 from .auth.provider import GatewayIdentityProvider
 from .auth.token import SharedTokenAuthenticator
 from .callbacks import CallbackRegistry
 from .errors import ConfigError
 from .kernel import GatewayKernelManager
-from .manager import GatewayMappingKernelManager
+from .manager import GatewayMappingKernelManager, GatewaySessionManager, LaunchRules
 from .provisioners.base import RemoteProvisionerBase
 from .provisioners.local import LocalKernelProvisioner
 from .provisioners.ssh import SSHProvisioner
@@ -149,12 +150,109 @@ class KernelyardApp(ServerApp):
     unauthorized_users = List(
         Unicode(),
         config=True,
-        help="Users who may never see or use any kernelspec.",
+        help="Users who may never see or use any kernelspec (deny beats allow, admins "
+        "included).",
     )
+    authorized_groups = List(
+        Unicode(),
+        config=True,
+        help="Groups whose members may see and use kernelspecs. Together with "
+        "authorized_users this is the gateway-wide allow list (both empty: everyone); a "
+        "kernelspec's own lists or kernelspec_access replace it for that kernelspec.",
+    )
+    unauthorized_groups = List(
+        Unicode(),
+        config=True,
+        help="Groups whose members may never see or use any kernelspec.",
+    )
+    kernelspec_access = Dict(
+        key_trait=Unicode(),
+        value_trait=Dict(),
+        config=True,
+        help="Access lists per kernelspec, by name: {'spark': {'authorized_groups': "
+        "['analysts'], 'unauthorized_users': ['guest']}}. Keys: authorized_users, "
+        "unauthorized_users, authorized_groups, unauthorized_groups. A non-empty allow list "
+        "here replaces the kernelspec's own and the gateway-wide one; deny lists add up.",
+    )
+    allow_root_kernels = Bool(
+        False,
+        config=True,
+        help="Let the user 'root' use kernelspecs (refused by default, admins included). "
+        "A kernel that keeps the gateway's own OS account (the shared token's or the "
+        "anonymous user, without KERNEL_USERNAME) is not refused: nobody is impersonated.",
+    )
+    admins_bypass_allow_lists = Bool(
+        True,
+        config=True,
+        help="Whether admins may use every kernelspec no deny list refuses them; False: "
+        "admins follow the allow lists like everyone else.",
+    )
+    group_resource_limits = Dict(
+        key_trait=Unicode(),
+        value_trait=Dict(),
+        config=True,
+        help="Resource limits per group over request variables: {'*': "
+        "{'KERNEL_DRIVER_MEMORY': '2g', 'KERNEL_NUM_EXECUTORS': 2}, 'analysts': "
+        "{'KERNEL_DRIVER_MEMORY': '8g'}}. '*' is everyone; the most generous limit among a "
+        "user's groups applies; names ending in MEMORY or _MEM are memory sizes, others "
+        "whole counts. A request above its limit gets 403 naming the limit.",
+    )
+    max_kernels_per_user = Integer(
+        None,
+        allow_none=True,
+        config=True,
+        help="The most kernels one user may have at once, counting starts in flight "
+        "(None: no limit; 0: none). user_max_kernels and group_max_kernels_per_user "
+        "override it. A start beyond it gets 403 naming the limit.",
+    )
+    user_max_kernels = Dict(
+        key_trait=Unicode(),
+        value_trait=Integer(allow_none=True),
+        config=True,
+        help="Kernel limits for named users ({'alice': 5}; None exempts the user).",
+    )
+    group_max_kernels_per_user = Dict(
+        key_trait=Unicode(),
+        value_trait=Integer(allow_none=True),
+        config=True,
+        help="Per-user kernel limits for the members of a group ({'students': 2}); the "
+        "most generous of a user's groups applies (None: no limit).",
+    )
+    kernelspec_max_kernels = Dict(
+        key_trait=Unicode(),
+        value_trait=Integer(allow_none=True),
+        config=True,
+        help="The most kernels of a kernelspec at once, all users together ({'spark': 4}).",
+    )
+    audit_log = Unicode(
+        "",
+        config=True,
+        help="Where the audit log goes: a file path (JSON lines, mode 0600, rotated by "
+        "size), '-' for the application log, or '' for none. One line per launch, "
+        "connect, interrupt, restart, shutdown and cull, and per refused request.",
+    )
+    audit_log_max_bytes = Integer(
+        10 * 1024 * 1024,
+        min=0,
+        config=True,
+        help="Rotate the audit log file when it would grow past this many bytes (0: never).",
+    )
+    audit_log_backups = Integer(
+        5,
+        min=0,
+        config=True,
+        help="How many rotated audit log files to keep (audit.log.1, audit.log.2, ...).",
+    )
+
+    audit: AuditLog = AuditLog()
 
     @default("kernel_manager_class")
     def _default_kernel_manager_class(self) -> type:
         return GatewayMappingKernelManager
+
+    @default("session_manager_class")
+    def _default_session_manager_class(self) -> type:
+        return GatewaySessionManager
 
     @default("identity_provider_class")
     def _default_identity_provider_class(self) -> type:
@@ -189,10 +287,46 @@ class KernelyardApp(ServerApp):
             secret_names=frozenset(policy.DEFAULT_SECRET_ENVS),
         )
 
-    def kernel_env(self, client_env: Mapping[str, str]) -> dict[str, str]:
-        """The env a local kernel starts with: the gateway's (less secrets) plus the client's."""
-        base = policy.scrub_secrets(os.environ, policy.DEFAULT_SECRET_ENVS)
-        return {**base, **policy.inherited_env(os.environ, self.env_policy), **client_env}
+    def access_policy(self) -> policy.AccessPolicy:
+        """Who may use which kernelspec, from the settings; ConfigError names a bad one."""
+        rules = policy.AccessRules(
+            authorized_users=frozenset(self.authorized_users),
+            unauthorized_users=frozenset(self.unauthorized_users),
+            authorized_groups=frozenset(self.authorized_groups),
+            unauthorized_groups=frozenset(self.unauthorized_groups),
+        )
+        per_spec = {
+            name: policy.AccessRules.from_config(
+                entry, f"KernelyardApp.kernelspec_access[{name!r}]")
+            for name, entry in self.kernelspec_access.items()
+        }
+        return policy.AccessPolicy(rules=rules, kernelspec_rules=per_spec,
+                                   allow_root=self.allow_root_kernels,
+                                   admins_bypass_allow_lists=self.admins_bypass_allow_lists)
+
+    def launch_rules(self) -> LaunchRules:
+        """Everything a launch is judged by except quotas; ConfigError names a bad setting."""
+        try:
+            policy.validate_resource_limits(self.group_resource_limits)
+        except ConfigError as e:
+            raise ConfigError(f"KernelyardApp.group_resource_limits: {e.message}") from None
+        return LaunchRules(access=self.access_policy(),
+                           resource_limits=dict(self.group_resource_limits),
+                           env=self.env_policy)
+
+    def quota_policy(self) -> policy.QuotaPolicy:
+        """The kernel quotas; ConfigError names a bad one."""
+        manager: Any = self.kernel_manager
+        try:
+            return policy.QuotaPolicy(
+                max_kernels=manager.max_kernels or None,
+                max_kernels_per_user=self.max_kernels_per_user,
+                user_max_kernels=dict(self.user_max_kernels),
+                group_max_kernels_per_user=dict(self.group_max_kernels_per_user),
+                kernelspec_max_kernels=dict(self.kernelspec_max_kernels),
+            )
+        except ConfigError as e:
+            raise ConfigError(f"KernelyardApp: {e.message}") from None
 
     def user_may_use_kernelspec(self, user: str, spec: Mapping[str, Any]) -> bool:
         return policy.user_may_use_kernelspec(
@@ -235,6 +369,25 @@ class KernelyardApp(ServerApp):
         StoreFactory.instance(parent=self)
         CallbackRegistry.instance(parent=self)
         self.init_authenticators()
+        self.init_policy()
+
+    def init_policy(self) -> None:
+        """Build the launch rules, quotas and audit log once; a bad setting stops the gateway."""
+        try:
+            rules, quotas = self.launch_rules(), self.quota_policy()
+        except ConfigError as e:
+            self.log.critical("%s", e.message)
+            self.exit(1)
+        try:
+            self.audit = open_audit_log(self.audit_log, self.audit_log_max_bytes,
+                                        self.audit_log_backups, self.log)
+        except OSError as e:
+            self.log.critical("KernelyardApp.audit_log %r cannot be opened: %s",
+                              self.audit_log, e.strerror or e)
+            self.exit(1)
+        manager: Any = self.kernel_manager
+        if isinstance(manager, GatewayMappingKernelManager):
+            manager.configure_policy(rules, quotas, self.audit)
 
     def init_authenticators(self) -> None:
         """Build the authenticator chain; a bad setting stops the gateway with a message."""
@@ -271,6 +424,7 @@ class KernelyardApp(ServerApp):
                               "process to re-adopt", len(kept))
         await super().cleanup_kernels()
         await StoreFactory.instance().close()
+        self.audit.close()
 
     def _configure_provisioner_default(self) -> None:
         cfg = self.config

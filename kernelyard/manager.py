@@ -1,33 +1,133 @@
-"""The gateway's kernel manager: limits, then jupyter_server's own machinery.
+"""The gateway's kernel manager: policy, quotas and ownership, then jupyter_server's machinery.
 
 Culling, pending kernels, restarts and message buffering across websocket
 reconnects all come from jupyter_server's ``AsyncMappingKernelManager``. This
-class adds what a shared gateway needs: a kernel limit that counts starts in
-flight, a kernelspec check before anything is launched, a client-chosen kernel
-id, and the guarantee that a failed start leaves nothing behind.
+module adds what a shared gateway needs:
+
+- ``GatewayMappingKernelManager.launch``: every start goes through the policy
+  (``kernelyard.policy``: whom the kernel runs as, kernelspec access, resource
+  limits) and one ``QuotaGate`` (global, per user, per group, per kernelspec,
+  counting starts in flight), and the kernel is recorded as its owner's, on its
+  kernel manager (``km.owner``) and in the store (re-adopted after a restart);
+- a client-chosen kernel id, and the guarantee that a failed start leaves
+  nothing behind;
+- ``GatewaySessionManager``: jupyter_server's sessions, each visible only to the
+  owner of its kernel (and admins), with every kernel start through ``launch``.
+
+Who is asking reaches the session manager through ``acting_as`` (a context
+variable the session handlers set), because jupyter_server's session API has no
+parameter for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jupyter_client.kernelspec import NoSuchKernel
 from jupyter_client.provisioning import KernelProvisionerFactory as KPF
+from jupyter_core.utils import ensure_async
 from jupyter_server._tz import utcnow
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from jupyter_server.services.sessions.sessionmanager import SessionManager
 from traitlets import Integer, default
 
-from . import wire
-from .errors import Conflict, KernelStartFailed, LimitReached, NotFound
+from . import policy, wire
+from .audit import AuditEvent, AuditLog, result_of, where_of
+from .auth.principal import Principal
+from .auth.token import gateway_user
+from .errors import Conflict, KernelStartFailed, KernelyardError, NotFound, Unauthorized
 from .kernel import GatewayKernelManager
+from .quotas import QuotaGate
 from .store import KernelRecord, StoreFactory
+
+# Principals that are the gateway's own OS account unless configured otherwise: the
+# shared token's user and the anonymous caller (see ``LaunchRules.launch_policy``).
+OWN_ACCOUNT_VIAS = frozenset({"token", "anonymous"})
+NO_CALLER = "no authenticated caller for this operation"
+
+
+@dataclass
+class Caller:
+    """Who asks for an operation, and the audit line the request will write."""
+
+    principal: Principal
+    event: AuditEvent = field(default_factory=lambda: AuditEvent("api"))
+
+
+current_caller: ContextVar[Caller | None] = ContextVar("kernelyard_caller", default=None)
+
+
+@contextlib.contextmanager
+def acting_as(caller: Caller) -> Iterator[Caller]:
+    """Run the body on behalf of ``caller`` (read by ``GatewaySessionManager``)."""
+    token = current_caller.set(caller)
+    try:
+        yield caller
+    finally:
+        current_caller.reset(token)
+
+
+def runs_as_gateway_account(principal: Principal, requested: Any, account: str) -> bool:
+    """Whether a launch keeps the gateway's own OS account: no impersonation happens.
+
+    True for the shared token's and the anonymous principal when they are the
+    gateway's own user (the default) and the client names no ``KERNEL_USERNAME``.
+    """
+    return (not requested and principal.via in OWN_ACCOUNT_VIAS
+            and principal.name == account)
+
+
+@dataclass(frozen=True)
+class LaunchRules:
+    """What every launch is judged by; ``KernelyardApp`` builds it from its settings.
+
+    ``access.allow_root`` is the setting ``KernelyardApp.allow_root_kernels``; a
+    launch that keeps the gateway's own account (``runs_as_gateway_account``) is
+    not refused for being root, because no identity changes hands: the kernel
+    runs exactly as the gateway does.
+    """
+
+    access: policy.AccessPolicy = field(default_factory=policy.AccessPolicy)
+    resource_limits: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    env: policy.EnvPolicy = field(default_factory=lambda: policy.EnvPolicy(
+        secret_names=frozenset(policy.DEFAULT_SECRET_ENVS)))
+    gateway_account: str = field(default_factory=gateway_user)
+
+    def launch_policy(self, principal: Principal, requested: Any = None) -> policy.LaunchPolicy:
+        """The policy for ``principal`` launching with ``KERNEL_USERNAME=requested``."""
+        access = self.access
+        if runs_as_gateway_account(principal, requested, self.gateway_account):
+            access = replace(access, allow_root=True)
+        return policy.LaunchPolicy(access=access, resource_limits=self.resource_limits)
+
+    def kernel_env(self, client_env: Mapping[str, str]) -> dict[str, str]:
+        """A kernel's env: the gateway's (less its secrets), inherited names, the client's."""
+        base = policy.scrub_secrets(os.environ, self.env.secret_names)
+        return {**base, **policy.inherited_env(os.environ, self.env), **client_env}
+
+
+async def os_groups(user: str) -> frozenset[str]:
+    """The groups of ``user`` on this host (passwd/group, NSS included); none if unknown."""
+    from .usermap import PasswdUserMap
+
+    def lookup() -> frozenset[str]:
+        try:
+            return PasswdUserMap().lookup(user).groups
+        except NotFound:
+            return frozenset()
+
+    return await asyncio.to_thread(lookup)
 
 
 class GatewayMappingKernelManager(AsyncMappingKernelManager):
-    """All kernels of this gateway."""
+    """All kernels of this gateway, each with an owner."""
 
     max_kernels = Integer(
         0,
@@ -42,11 +142,94 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self._starting = 0
+        self.rules = LaunchRules()
+        self.audit = AuditLog()
+        self.quota_gate = QuotaGate(policy.QuotaPolicy(max_kernels=self.max_kernels or None),
+                                    self.kernel_counts)
 
-    def kernel_count_with_starts(self) -> int:
-        """Running kernels plus starts that have not finished yet."""
-        return len(self._kernels) + self._starting
+    def configure_policy(self, rules: LaunchRules, quotas: policy.QuotaPolicy,
+                         audit: AuditLog) -> None:
+        """Install the settings ``KernelyardApp`` built and validated at start."""
+        self.rules = rules
+        self.quota_gate.policy = quotas
+        self.audit = audit
+
+    def kernel_counts(self) -> policy.KernelCounts:
+        """The kernels this gateway has, by owner and kernelspec (starts in flight are the
+        quota gate's)."""
+        return policy.KernelCounts.of(
+            (getattr(km, "owner", ""), km.kernel_name) for km in self._kernels.values())
+
+    def owner_of(self, kernel_id: str) -> str | None:
+        """The owner of a kernel (None: nobody's, so admins' alone); NotFound if missing."""
+        self._check_kernel_id(kernel_id)
+        return policy.owner_of(self._kernels[kernel_id])
+
+    def may_access(self, principal: Principal, kernel_id: str) -> bool:
+        """Whether ``principal`` may see and act on a kernel that exists."""
+        return policy.may_access_kernel(principal, self.owner_of(kernel_id))
+
+    def may_use_kernelspec(self, principal: Principal, name: str,
+                           metadata: Mapping[str, Any]) -> bool:
+        """Whether ``principal`` may see and launch a kernelspec (as itself)."""
+        access = self.rules.launch_policy(principal).access
+        return policy.may_use_kernelspec(principal, name, metadata, access)
+
+    def kernel_model(self, kernel_id: str) -> dict[str, Any]:
+        """jupyter_server's kernel model, plus the kernel's ``owner``."""
+        model: dict[str, Any] = super().kernel_model(kernel_id)
+        model["owner"] = policy.owner_of(self._kernels[kernel_id])
+        return model
+
+    async def kernel_spec_of(self, name: str) -> Any:
+        """The kernelspec ``name``; NotFound if there is none."""
+        try:
+            return await self._kernel_spec(name)
+        except NoSuchKernel:
+            raise NotFound(f"no such kernelspec: {name!r}") from None
+
+    async def launch(self, caller: Caller, request: policy.LaunchRequest) -> str:
+        """Start a kernel for ``caller`` under every rule; return its id once it is ready.
+
+        In order: the kernelspec (``NotFound``); whom it runs as, the kernelspec
+        access and the resource limits (``policy.authorize``: ``InvalidRequest``,
+        ``Forbidden``, ``LimitReached``); the quotas, counted and reserved under
+        one lock with the starts in flight (``LimitReached``); then the start
+        (``Conflict``, ``KernelStartFailed``). The kernel belongs to the launch
+        subject: the caller, or the user a service starts it for. Its env carries
+        ``KERNEL_USERNAME`` set to that user. ``caller.event`` is filled in.
+        """
+        name = request.kernel_name or self.default_kernel_name
+        event = caller.event
+        event.action, event.kernelspec = "launch", name
+        spec = await self.kernel_spec_of(name)
+        plan = await self._authorize(caller.principal, request, name, spec)
+        event.owner = plan.subject.name
+        async with self.quota_gate.reserve(plan.subject, name):
+            kernel_id = await self.start_kernel(
+                kernel_name=name, path=request.path, kernel_id=request.kernel_id,
+                env=self.rules.kernel_env(plan.env), owner=plan.subject.name)
+        event.kernel_id = kernel_id
+        event.where = where_of(self._kernels.get(kernel_id))
+        await self._persist_owner(kernel_id)
+        return kernel_id
+
+    async def _authorize(self, principal: Principal, request: policy.LaunchRequest,
+                         name: str, spec: Any) -> policy.LaunchPlan:
+        requested = request.env.get("KERNEL_USERNAME")
+        run_as = policy.effective_username(principal, requested)
+        groups = await os_groups(run_as) if run_as != principal.name else frozenset()
+        return policy.authorize(principal, request, name, spec.metadata,
+                                self.rules.launch_policy(principal, requested),
+                                run_as_groups=groups)
+
+    def pre_start_kernel(self, kernel_name: str | None, kwargs: Any) -> tuple[Any, str, str]:
+        """jupyter_client's, and the new kernel manager gets its ``owner`` right away."""
+        owner = kwargs.pop("owner", "")
+        km: Any
+        km, name, kernel_id = super().pre_start_kernel(kernel_name, kwargs)
+        km.owner = owner
+        return km, name, kernel_id
 
     async def start_kernel(  # type: ignore[override]
         self,
@@ -54,27 +237,53 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         kernel_name: str | None = None,
         path: str | None = None,
         kernel_id: str | None = None,
+        owner: str = "",
         **kwargs: Any,
     ) -> str:
-        """Start a kernel and return its id once it is ready.
+        """Start a kernel owned by ``owner`` and return its id once it is ready.
 
-        Raises ``NotFound`` for an unknown kernelspec, ``Conflict`` for a kernel
-        id in use, ``LimitReached`` past ``max_kernels`` and
+        No policy here: ``launch`` is the way in for requests. Raises ``NotFound``
+        for an unknown kernelspec, ``Conflict`` for a kernel id in use and
         ``KernelStartFailed`` when the kernel cannot start.
         """
         name = kernel_name or self.default_kernel_name
-        await self._check_kernelspec(name)
+        await self.kernel_spec_of(name)
         if kernel_id is not None and (kernel_id in self or kernel_id in self._pending_kernels):
             raise Conflict(f"a kernel with id {kernel_id} already exists")
-        if self.max_kernels and self.kernel_count_with_starts() >= self.max_kernels:
-            raise LimitReached(
-                f"kernel limit reached: this gateway runs at most {self.max_kernels} kernels"
-            )
-        self._starting += 1
+        return await self._start_or_clean_up(name, path, kernel_id, {**kwargs, "owner": owner})
+
+    async def _persist_owner(self, kernel_id: str) -> None:
+        """Write the owner into the store record of a remote kernel (re-adopted later)."""
+        km = self._kernels.get(kernel_id)
+        if km is None or not getattr(km, "is_remote", False):
+            return
         try:
-            return await self._start_or_clean_up(name, path, kernel_id, kwargs)
-        finally:
-            self._starting -= 1
+            await StoreFactory.instance().store.update(kernel_id, owner=km.owner)
+        except Exception as e:
+            self.log.warning("Kernel %s: its owner could not be stored (after a gateway "
+                             "restart only admins will see it): %s", kernel_id, e)
+
+    async def restart_kernel(self, kernel_id: str, now: bool = False) -> Any:  # type: ignore[override]
+        """jupyter_server's restart; a remote kernel's new store record keeps its owner."""
+        result = await super().restart_kernel(kernel_id, now=now)
+        await self._persist_owner(kernel_id)
+        return result
+
+    async def cull_kernel_if_idle(self, kernel_id: str) -> None:
+        """jupyter_server's culling, with an audit line (``cull``) for a kernel it shuts down."""
+        km = self._kernels.get(kernel_id)
+        if km is None:
+            return
+        event = AuditEvent("cull", via="culler", kernel_id=kernel_id,
+                           kernelspec=km.kernel_name, owner=getattr(km, "owner", ""),
+                           where=where_of(km))
+        try:
+            await super().cull_kernel_if_idle(kernel_id)
+        except Exception as e:
+            self.audit.write(event, "error", None, _reason(e))
+            raise
+        if kernel_id not in self._kernels:
+            self.audit.write(event, result_of(200), None)
 
     async def _start_or_clean_up(
         self, name: str, path: str | None, kernel_id: str | None, kwargs: dict[str, Any]
@@ -95,12 +304,6 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         for kid, task in list(self._pending_kernels.items()):
             if task.done() and kid not in self._kernels:
                 self._pending_kernels.pop(kid, None)
-
-    async def _check_kernelspec(self, name: str) -> None:
-        try:
-            await self._kernel_spec(name)
-        except NoSuchKernel:
-            raise NotFound(f"no such kernelspec: {name!r}") from None
 
     async def _kernel_spec(self, name: str) -> Any:
         ksm: Any = self.kernel_spec_manager
@@ -163,6 +366,7 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
             parent=self, log=self.log, kernel_name=record.kernel_name,
         )
         km.kernel_id = kid
+        km.owner = record.owner
         provisioner: Any = KPF.instance(parent=self.parent).create_provisioner_instance(
             kid, km.kernel_spec, parent=km
         )
@@ -181,7 +385,8 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         km._ready = asyncio.get_running_loop().create_future()
         km._ready.set_result(None)
         self._register_adopted(kid, km)
-        self.log.info("Kernel %s re-adopted (%s)", kid, status.describe())
+        self.log.info("Kernel %s of %s re-adopted (%s)", kid, record.owner or "nobody",
+                      status.describe())
 
     def _register_adopted(self, kid: str, km: Any) -> None:
         self._kernels[kid] = km
@@ -210,3 +415,108 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
     def _check_kernel_id(self, kernel_id: str) -> None:
         if kernel_id not in self:
             raise NotFound(f"no such kernel: {kernel_id}")
+
+
+def _reason(error: BaseException) -> str:
+    """The client-safe message of a kernelyard error, else only the error's type."""
+    return error.message if isinstance(error, KernelyardError) else type(error).__name__
+
+
+class GatewaySessionManager(SessionManager):  # type: ignore[misc]
+    """jupyter_server's sessions; each is visible only to its kernel's owner (and admins).
+
+    The session handlers run on behalf of the caller (``acting_as``). A session
+    the caller may not see is answered like a missing one (404), a session's
+    kernel starts through ``GatewayMappingKernelManager.launch``, and a session
+    can only be pointed at a kernel the caller may access. Without a caller (the
+    gateway itself) every session is visible, and no kernel can be started.
+    """
+
+    def _visible(self, kernel_id: str) -> bool:
+        caller = current_caller.get()
+        km: Any = self.kernel_manager
+        if caller is None or kernel_id not in km:
+            return True  # a gone kernel's row is dropped by row_to_model
+        return bool(km.may_access(caller.principal, kernel_id))
+
+    def _refuse(self, message: str) -> NotFound:
+        caller = current_caller.get()
+        if caller is not None:
+            caller.event.ownership_denied = True
+        return NotFound(message)
+
+    def _rows(self, **columns: Any) -> list[Any]:
+        for column in columns:
+            if column not in self._columns:
+                raise TypeError(f"No such column: {column}")
+        where = " AND ".join(f"{column}=?" for column in columns)
+        # Column names are checked against the table's; values go through '?' parameters.
+        query = f"SELECT * FROM session WHERE {where}"  # noqa: S608
+        return list(self.cursor.execute(query, list(columns.values())).fetchall())
+
+    async def session_exists(self, path: str) -> bool:
+        """Whether the caller has a live session for ``path`` (others' do not count)."""
+        for row in self._rows(path=path):
+            if self._visible(row["kernel_id"]) and await self.row_to_model(
+                    row, tolerate_culled=True) is not None:
+                return True
+        return False
+
+    async def get_session(self, **kwargs: Any) -> dict[str, Any]:
+        """The first session matching ``kwargs`` that the caller may see; else NotFound."""
+        if not kwargs:
+            raise TypeError("must specify a column to query")
+        rows = self._rows(**kwargs)
+        visible = [row for row in rows if self._visible(row["kernel_id"])]
+        missing = "Session not found: " + ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        if not visible:
+            raise self._refuse(missing) if rows else NotFound(missing)
+        try:
+            model: dict[str, Any] = await self.row_to_model(visible[0])
+        except KeyError:
+            raise NotFound(missing) from None
+        return model
+
+    async def list_sessions(self) -> list[dict[str, Any]]:
+        """The sessions whose kernels the caller may see."""
+        models = await super().list_sessions()
+        return [m for m in models if self._visible(m["kernel"]["id"])]
+
+    async def create_session(self, path: str | None = None, name: Any = None,
+                             type: str | None = None, kernel_name: Any = None,
+                             kernel_id: str | None = None) -> dict[str, Any]:
+        """A new session; an existing ``kernel_id`` must be one the caller may access."""
+        if kernel_id is not None and not self._visible(kernel_id):
+            raise self._refuse(f"no such kernel: {kernel_id}")
+        result: dict[str, Any] = await super().create_session(
+            path=path, name=name, type=type, kernel_name=kernel_name, kernel_id=kernel_id)
+        return result
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> None:
+        """jupyter_server's update; a new ``kernel_id`` must be one the caller may access."""
+        kernel_id = kwargs.get("kernel_id")
+        if kernel_id is not None and not self._visible(kernel_id):
+            raise self._refuse(f"no such kernel: {kernel_id}")
+        await super().update_session(session_id, **kwargs)
+
+    def get_kernel_env(self, path: str | None, name: Any = None) -> dict[str, str]:
+        """Only ``JPY_SESSION_NAME``: the kernel's env is built by the launch rules, and
+        jupyter_server's version would copy the gateway's whole environment."""
+        if name is not None:
+            path = os.path.join(self.kernel_manager.cwd_for_path(path), name)
+        return {"JPY_SESSION_NAME": str(path)}
+
+    async def start_kernel_for_session(self, session_id: str, path: str | None, name: Any,
+                                       type: str | None, kernel_name: str | None,
+                                       kernel_id: str | None = None) -> str:
+        """Start the session's kernel for the caller, under every launch rule."""
+        caller = current_caller.get()
+        if caller is None:
+            raise Unauthorized(NO_CALLER)
+        kernel_path = await ensure_async(self.contents_manager.get_kernel_path(path=path))
+        request = policy.LaunchRequest(
+            kernel_name=kernel_name, path=policy.check_api_path(kernel_path),
+            env=self.get_kernel_env(path, name),
+            kernel_id=None if kernel_id is None else policy.check_kernel_id(kernel_id))
+        km: Any = self.kernel_manager
+        return str(await km.launch(caller, request))

@@ -2,19 +2,23 @@
 
 Every handler mixes in ``GatewayHandlerMixin``. A ``kernelyard.errors`` type
 raised anywhere below (or wrapped by a jupyter_server handler into a 500)
-comes out as its own status with ``{"reason", "message"}``.
+comes out as its own status with ``{"reason", "message"}``. The mixin also
+writes each request's audit line when the request ends (``kernelyard.audit``):
+always for kernel operations, and for any other request that was refused.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from http.client import responses
-from typing import Any
+from typing import Any, ClassVar
 
 from tornado import web
 
 from .. import errors
+from ..audit import AuditEvent, result_of, should_write
+from ..auth.provider import PrincipalUser
 
 STATUS_FOR_ERROR: list[tuple[type[errors.KernelyardError], int]] = [
     (errors.InvalidRequest, 400),
@@ -55,7 +59,28 @@ def _public_error(exc: BaseException | None) -> errors.KernelyardError | None:
 
 
 class GatewayHandlerMixin:
-    """Authentication with 401, JSON errors, no cookies (hence no XSRF check)."""
+    """Authentication with 401, JSON errors, no cookies (hence no XSRF check), audit lines.
+
+    ``audit_actions`` maps an HTTP method to the audit action of the request
+    (``kernelyard.audit.ACTIONS``; default ``api``); handlers fill in
+    ``audit_event`` as they learn the kernel, its kernelspec and owner.
+    """
+
+    audit_actions: ClassVar[Mapping[str, str]] = {}
+
+    def audit_action(self) -> str:
+        handler: Any = self
+        return self.audit_actions.get(handler.request.method, "api")
+
+    @property
+    def audit_event(self) -> AuditEvent:
+        """This request's audit event (created on first use)."""
+        handler: Any = self
+        event: AuditEvent | None = getattr(handler, "_audit_event", None)
+        if event is None:
+            event = AuditEvent(self.audit_action(), client=handler.request.remote_ip or "")
+            handler._audit_event = event
+        return event
 
     async def prepare(self, **kwargs: Any) -> Awaitable[None] | None:
         handler: Any = self
@@ -70,6 +95,7 @@ class GatewayHandlerMixin:
         handler: Any = self
         exc = kwargs.get("exc_info", (None, None, None))[1]
         status, message = status_and_message(exc, status_code)
+        handler._audit_reason = message
         handler.set_status(status)
         handler.set_header("Content-Type", "application/json")
         reason = responses.get(status, "Error")
@@ -83,3 +109,22 @@ class GatewayHandlerMixin:
         status, message = status_and_message(value, 500)
         log = handler.log.error if status >= 500 else handler.log.warning
         log("%s %s -> %d: %s", handler.request.method, handler.request.path, status, message)
+
+    def on_finish(self) -> None:
+        self._write_audit()
+        super().on_finish()  # type: ignore[misc]
+
+    def _write_audit(self) -> None:
+        handler: Any = self
+        app = handler.settings.get("kernelyard_app")
+        audit = getattr(app, "audit", None)
+        if audit is None or not audit.enabled:
+            return
+        event, status = self.audit_event, handler.get_status()
+        result = result_of(status, event.ownership_denied)
+        if not should_write(event.action, result):
+            return
+        user = getattr(handler, "_current_user", None)
+        if isinstance(user, PrincipalUser):
+            event.who, event.via = user.principal.name, user.principal.via
+        audit.write(event, result, status, getattr(handler, "_audit_reason", ""))

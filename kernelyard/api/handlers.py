@@ -2,14 +2,26 @@
 
 Each class subclasses the jupyter_server handler for the same route and adds
 only what a gateway needs: 401 and JSON errors, client env and kernel id
-validation, the ``list_kernels`` gate and the kernelspec ``?user=`` filter.
+validation, the ``list_kernels`` gate, and who may do what:
+
+- a kernel belongs to its owner: every handler of one kernel (REST and
+  websocket) calls ``check_kernel`` first, so a non-owner gets the same 404 as
+  for a missing kernel (admins may act on every kernel);
+- listings (kernels, sessions, kernelspecs) show only what the caller may see
+  or launch;
+- launches go through ``GatewayMappingKernelManager.launch`` (the policy and
+  the quotas); sessions run on behalf of the caller (``acting_as``).
+
+Every request fills in an audit event (``audit_event``), written when it ends
+(``kernelyard.api.errors``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import jupyter_server
 from jupyter_client.jsonutil import json_default
@@ -21,13 +33,17 @@ from jupyter_server.services.kernels import handlers as kernels
 from jupyter_server.services.kernels.websocket import KernelWebsocketHandler
 from jupyter_server.services.kernelspecs import handlers as kernelspecs
 from jupyter_server.services.sessions import handlers as sessions
-from jupyter_server.utils import url_escape, url_path_join
+from jupyter_server.utils import url_escape, url_path_join, url_unescape
 from tornado import web
 
 from .. import policy
 from .._version import __version__
+from ..audit import OK, AuditEvent, where_of
+from ..auth.principal import Principal
+from ..auth.provider import principal_of
 from ..callbacks import CALLBACK_PATH, CallbackRegistry
 from ..errors import Forbidden, NotFound
+from ..manager import Caller, acting_as
 from .errors import GatewayHandlerMixin
 from .spec import SpecHandler
 
@@ -35,6 +51,47 @@ from .spec import SpecHandler
 def gateway_app(handler: Any) -> Any:
     """The KernelyardApp serving this request (holds the gateway settings)."""
     return handler.settings["kernelyard_app"]
+
+
+def shown_model(viewer: Principal, model: dict[str, Any]) -> dict[str, Any]:
+    """A kernel model as ``viewer`` may see it: another user's env never, secrets redacted."""
+    if "env" in model:
+        model = {**model, "env": policy.redact_env_for(viewer, policy.owner_of(model),
+                                                       model["env"])}
+    return model
+
+
+class CallerMixin:
+    """The caller of a request, and the ownership check for one kernel."""
+
+    def caller(self) -> Caller:
+        """The authenticated caller, with this request's audit event."""
+        handler: Any = self
+        return Caller(principal_of(handler), handler.audit_event)
+
+    def check_kernel(self, kernel_id: str) -> Principal:
+        """The caller, if it may act on the kernel: its owner, or an admin.
+
+        Anyone else gets ``NotFound`` with the message of a missing kernel, so
+        kernel ids cannot be probed; the audit line records the refusal.
+        """
+        handler: Any = self
+        principal = principal_of(handler)
+        km, event = handler.kernel_manager, handler.audit_event
+        event.kernel_id = kernel_id
+        owner = km.owner_of(kernel_id)  # NotFound for a missing kernel
+        kernel = km.get_kernel(kernel_id)
+        event.kernelspec, event.owner, event.where = kernel.kernel_name, owner or "", \
+            where_of(kernel)
+        if not policy.may_access_kernel(principal, owner):
+            event.ownership_denied = True
+            raise NotFound(f"no such kernel: {kernel_id}")
+        return principal
+
+    def may_use_kernelspec(self, principal: Principal, name: str,
+                           metadata: Mapping[str, Any]) -> bool:
+        handler: Any = self
+        return bool(handler.kernel_manager.may_use_kernelspec(principal, name, metadata))
 
 
 class VersionHandler(GatewayHandlerMixin, APIHandler):
@@ -45,50 +102,78 @@ class VersionHandler(GatewayHandlerMixin, APIHandler):
         self.finish({"version": jupyter_server.__version__, "gateway_version": __version__})
 
 
-class MainKernelHandler(GatewayHandlerMixin, kernels.MainKernelHandler):
-    """``GET/POST /api/kernels``."""
+class MainKernelHandler(CallerMixin, GatewayHandlerMixin, kernels.MainKernelHandler):
+    """``GET/POST /api/kernels``: the caller's kernels (all for an admin); start one."""
+
+    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "list", "POST": "launch"}
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
         if not gateway_app(self).list_kernels:
             raise Forbidden("listing kernels is disabled (KernelyardApp.list_kernels)")
-        await super().get()  # type: ignore[misc]
+        principal = principal_of(self)
+        models = await ensure_async(self.kernel_manager.list_kernels())
+        shown = [shown_model(principal, m) for m in policy.visible_kernels(principal, models)]
+        self.finish(json.dumps(shown, default=json_default))
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
         app = gateway_app(self)
+        km: Any = self.kernel_manager
+        self.audit_event.kernelspec = km.default_kernel_name
         launch = policy.parse_launch_request(self.get_json_body(), app.env_policy)
-        km = self.kernel_manager
-        kernel_id = await km.start_kernel(
-            kernel_name=launch.kernel_name,
-            path=launch.path,  # type: ignore[arg-type]
-            kernel_id=launch.kernel_id,
-            env=app.kernel_env(launch.env),
-        )
+        kernel_id = await km.launch(self.caller(), launch)
         model = await ensure_async(km.kernel_model(kernel_id))
         self.set_header(
             "Location", url_path_join(self.base_url, "api", "kernels", url_escape(kernel_id))
         )
         self.set_status(201)
-        self.finish(json.dumps(model, default=json_default))
+        self.finish(json.dumps(shown_model(principal_of(self), model), default=json_default))
 
 
-class KernelHandler(GatewayHandlerMixin, kernels.KernelHandler):
-    """``GET/DELETE /api/kernels/{id}``."""
+class KernelHandler(CallerMixin, GatewayHandlerMixin, kernels.KernelHandler):
+    """``GET/DELETE /api/kernels/{id}``: the owner's or an admin's."""
+
+    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "get", "DELETE": "shutdown"}
+
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        principal = self.check_kernel(kernel_id)
+        model = await ensure_async(self.kernel_manager.kernel_model(kernel_id))
+        self.finish(json.dumps(shown_model(principal, model), default=json_default))
+
+    @web.authenticated
+    async def delete(self, kernel_id: str) -> None:
+        self.check_kernel(kernel_id)
+        await super().delete(kernel_id)
 
 
-class KernelActionHandler(GatewayHandlerMixin, kernels.KernelActionHandler):
-    """``POST /api/kernels/{id}/interrupt|restart``."""
+class KernelActionHandler(CallerMixin, GatewayHandlerMixin, kernels.KernelActionHandler):
+    """``POST /api/kernels/{id}/interrupt|restart``: the owner's or an admin's."""
+
+    def audit_action(self) -> str:
+        return str(self.path_kwargs.get("action") or "api")
+
+    @web.authenticated
+    async def post(self, kernel_id: str, action: str) -> None:
+        self.check_kernel(kernel_id)
+        await super().post(kernel_id, action)
 
 
-class ChannelsHandler(GatewayHandlerMixin, KernelWebsocketHandler):
-    """``/api/kernels/{id}/channels``: legacy JSON and the v1 binary subprotocol."""
+class ChannelsHandler(CallerMixin, GatewayHandlerMixin, KernelWebsocketHandler):
+    """``/api/kernels/{id}/channels``: legacy JSON and the v1 binary subprotocol.
+
+    Only the kernel's owner or an admin may connect; anyone else gets 404 before
+    the handshake.
+    """
+
+    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "connect"}
 
     async def pre_get(self) -> None:
-        if self.kernel_id not in self.kernel_manager:
-            raise web.HTTPError(404, f"no such kernel: {self.kernel_id}")
+        self.check_kernel(self.kernel_id)
         await super().pre_get()
 
     async def open(self, kernel_id: str) -> None:  # type: ignore[override]
@@ -97,18 +182,27 @@ class ChannelsHandler(GatewayHandlerMixin, KernelWebsocketHandler):
         await super().open(kernel_id)
 
 
-class MainKernelSpecHandler(GatewayHandlerMixin, kernelspecs.MainKernelSpecHandler):
-    """``GET /api/kernelspecs[?user=NAME]``."""
+class MainKernelSpecHandler(CallerMixin, GatewayHandlerMixin, kernelspecs.MainKernelSpecHandler):
+    """``GET /api/kernelspecs[?user=NAME]``: the kernelspecs the caller may launch.
+
+    ``?user=NAME`` (Enterprise Gateway's) narrows the list further to those that
+    user may use by the gateway-wide and kernelspec lists.
+    """
+
+    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "kernelspecs"}
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
         app = gateway_app(self)
+        principal = principal_of(self)
         user = self.get_argument("user", None)
         specs = await ensure_async(self.kernel_spec_manager.get_all_specs())
         models: dict[str, Any] = {}
         for name, info in specs.items():
             spec = info.get("spec") or {}
+            if not self.may_use_kernelspec(principal, name, policy.spec_metadata_of(info)):
+                continue
             if user is not None and not app.user_may_use_kernelspec(user, spec):
                 continue
             models[name] = await asyncio.to_thread(
@@ -118,20 +212,113 @@ class MainKernelSpecHandler(GatewayHandlerMixin, kernelspecs.MainKernelSpecHandl
         self.finish(json.dumps({"default": default, "kernelspecs": models}))
 
 
-class KernelSpecHandler(GatewayHandlerMixin, kernelspecs.KernelSpecHandler):
+class KernelSpecAccessMixin(CallerMixin):
+    """A kernelspec the caller may not launch is answered like a missing one."""
+
+    async def check_kernelspec(self, kernel_name: str) -> None:
+        handler: Any = self
+        name = url_unescape(kernel_name)
+        try:
+            spec = await handler.kernel_manager.kernel_spec_of(name)
+        except NotFound:
+            return  # jupyter_server answers for a missing kernelspec
+        if not self.may_use_kernelspec(principal_of(handler), name, spec.metadata):
+            raise NotFound(f"Kernel spec {name} not found")
+
+
+class KernelSpecHandler(KernelSpecAccessMixin, GatewayHandlerMixin, kernelspecs.KernelSpecHandler):
     """``GET /api/kernelspecs/{name}``."""
 
+    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "kernelspecs"}
 
-class KernelSpecResourceFileHandler(GatewayHandlerMixin, KernelSpecResourceHandler):
+    @web.authenticated
+    async def get(self, kernel_name: str) -> None:
+        await self.check_kernelspec(kernel_name)
+        await super().get(kernel_name)
+
+
+class KernelSpecResourceFileHandler(KernelSpecAccessMixin, GatewayHandlerMixin,
+                                    KernelSpecResourceHandler):
     """``GET /kernelspecs/{name}/{resource}``: logos, kernel.js."""
 
+    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "kernelspecs", "HEAD": "kernelspecs"}
 
-class SessionRootHandler(GatewayHandlerMixin, sessions.SessionRootHandler):
-    """``GET/POST /api/sessions``."""
+    @web.authenticated
+    async def get(  # type: ignore[override]
+        self, kernel_name: str, path: str, include_body: bool = True
+    ) -> None:
+        await self.check_kernelspec(kernel_name)
+        await super().get(kernel_name, path, include_body=include_body)
 
 
-class SessionHandler(GatewayHandlerMixin, sessions.SessionHandler):
-    """``GET/PATCH/DELETE /api/sessions/{id}``."""
+class SessionRootHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionRootHandler):
+    """``GET/POST /api/sessions``: the caller's sessions; a new one's kernel is launched
+    under every launch rule."""
+
+    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "list", "POST": "session"}
+
+    @web.authenticated
+    async def get(self) -> None:
+        with acting_as(self.caller()):
+            await super().get()
+
+    @web.authenticated
+    async def post(self) -> None:
+        with acting_as(self.caller()):
+            await super().post()
+
+
+class SessionHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionHandler):
+    """``GET/PATCH/DELETE /api/sessions/{id}``: sessions of the caller's kernels only."""
+
+    audit_actions: ClassVar[Mapping[str, str]] = {
+        "GET": "get", "PATCH": "session", "DELETE": "shutdown"}
+
+    @web.authenticated
+    async def get(self, session_id: str) -> None:
+        with acting_as(self.caller()):
+            await super().get(session_id)
+
+    @web.authenticated
+    async def patch(self, session_id: str) -> None:
+        """jupyter_server's PATCH; a new kernel (``kernel.name``) is launched here first.
+
+        jupyter_server turns any failure to start it into a 501 with a body of its
+        own; launched here, a refusal keeps its status and the JSON error shape.
+        """
+        with acting_as(self.caller()):
+            sm = self.session_manager
+            before = await sm.get_session(session_id=session_id)
+            kernel = (self.get_json_body() or {}).get("kernel")
+            if isinstance(kernel, dict) and kernel.get("id") is None and kernel.get("name"):
+                kernel_id = await sm.start_kernel_for_session(
+                    session_id, path=before["path"], name=before["name"], type=before["type"],
+                    kernel_name=kernel["name"])
+                self._patched_body = {**self.get_json_body(), "kernel": {"id": kernel_id}}
+            await super().patch(session_id)
+        self._audit_replaced_kernel(before["kernel"])
+
+    def get_json_body(self) -> Any:
+        """The request body, with a kernel this handler already launched in place of its name."""
+        patched = getattr(self, "_patched_body", None)
+        return patched if patched is not None else super().get_json_body()
+
+    def _audit_replaced_kernel(self, old: dict[str, Any]) -> None:
+        """A PATCH that gave the session a new kernel shut the old one down: audit that."""
+        if old["id"] in self.kernel_manager:
+            return
+        principal = principal_of(self)
+        event = AuditEvent("shutdown", who=principal.name, via=principal.via,
+                           client=self.audit_event.client, kernel_id=old["id"],
+                           kernelspec=old.get("name") or "", owner=old.get("owner") or "")
+        gateway_app(self).audit.write(event, OK, self.get_status())
+
+    @web.authenticated
+    async def delete(self, session_id: str) -> None:
+        with acting_as(self.caller()):
+            session = await self.session_manager.get_session(session_id=session_id)
+            self.check_kernel(session["kernel"]["id"])
+            await super().delete(session_id)
 
 
 class NotFoundHandler(GatewayHandlerMixin, APIHandler):
