@@ -2,17 +2,51 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.gateway import Gateway, start_gateway
+from tests import gateway as gateway_module
+from tests.gateway import SECRETS, Gateway, start_gateway
 
 # Fixtures of the real parts, for every test module.
 pytest_plugins = ["tests.yarncluster"]
 
 OUTPUT_DIR = Path(__file__).resolve().parent.parent / "test-output"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--gateway-log-level", default=None, metavar="LEVEL",
+        help="kernelyard: run every test gateway at this --log-level (e.g. DEBUG) unless the "
+        "test sets one; the end-of-session secret sweep then covers those logs.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    gateway_module.DEFAULT_LOG_LEVEL = config.getoption("--gateway-log-level")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any gateway's log holds a secret handed out during the run.
+
+    Every gateway started through ``start_gateway`` registered its token and log;
+    tests may have registered more secrets and logs (tests/gateway.py SECRETS).
+    """
+    leaks = SECRETS.leaks()
+    if not leaks:
+        return
+    lines = [f"SECRET LEAK: {what} appears in {path}" for path, what in leaks]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "secrets found in logs", red=True, bold=True)
+        for line in lines:
+            reporter.write_line(line, red=True)
+    else:
+        print("\n".join(lines), file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="module")

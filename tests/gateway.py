@@ -20,6 +20,48 @@ from typing import Any
 import websocket
 
 LISTENING = re.compile(r"is listening on (http\S+)")
+# Secrets shorter than this are not swept for: they would match ordinary words.
+MIN_SECRET_LENGTH = 8
+
+
+@dataclass
+class SecretRegistry:
+    """Every secret the test run handed out, and every log that must not hold one.
+
+    ``start_gateway`` registers each gateway's token and log file; tests add more
+    (kernel keys, callback tokens, launcher logs). ``tests/conftest.py`` sweeps
+    the logs for the secrets when the session ends and fails the run on a hit.
+    """
+
+    secrets: dict[str, str] = field(default_factory=dict)  # value -> what it is
+    logs: list[Path] = field(default_factory=list)
+
+    def add_secret(self, value: str | bytes | None, what: str) -> None:
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        if text and len(text) >= MIN_SECRET_LENGTH:
+            self.secrets.setdefault(text, what)
+
+    def add_log(self, path: Path) -> None:
+        if path not in self.logs:
+            self.logs.append(path)
+
+    def leaks(self) -> list[tuple[Path, str]]:
+        """(log, what) for every registered secret found in a registered log."""
+        found = []
+        for path in self.logs:
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            found += [(path, what) for value, what in self.secrets.items()
+                      if value.encode() in data]
+        return found
+
+
+SECRETS = SecretRegistry()
+# Set by `pytest --gateway-log-level=LEVEL` (tests/conftest.py): the --log-level of
+# every gateway started without one of its own.
+DEFAULT_LOG_LEVEL: str | None = None
 
 
 def free_port() -> int:
@@ -130,6 +172,10 @@ def start_gateway(
         full_env["KERNELYARD_AUTH_TOKEN"] = token
     cmd = [sys.executable, "-m", "kernelyard.cli.main", "serve", "--port", str(free_port()),
            "--port-retries", "0", *args]
+    if DEFAULT_LOG_LEVEL and not any(a.startswith(("--log-level", "--debug")) for a in args):
+        cmd.append(f"--log-level={DEFAULT_LOG_LEVEL}")
+    SECRETS.add_log(log_path)
+    SECRETS.add_secret(token, f"a gateway's auth token (first: {log_path.name})")
     log = log_path.open("w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=tmp)
     deadline = time.monotonic() + wait

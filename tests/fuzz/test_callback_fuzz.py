@@ -1,0 +1,311 @@
+"""Fuzz ``POST /kernelyard/callback/{id}`` of a real gateway while two real starts wait.
+
+Two SSH kernels are started; their launchers' callbacks are intercepted
+(tests/fuzz/remote.py), so the gateway holds two live registrations and the test
+holds their one-time tokens and genuine reports. Then hypothesis sends malformed
+bodies with the valid token, valid bodies with wrong tokens, the other kernel's
+token, non-UUID ids and wrong methods. The gateway may only answer 400 (bad body,
+valid token), 403 (bad token), 404 (no such route) or 405 (method), never 5xx
+and never 200. What kernelyard/callbacks.py promises is then checked: a
+registration survives every invalid request (the genuine report, forwarded last,
+is accepted and the kernel runs), and a token works once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kernelyard.callbacks import check_report
+from kernelyard.errors import InvalidRequest
+from kernelyard.launcher import CALLBACK_FIELDS
+from tests.fuzz.remote import (
+    Callback,
+    Interceptor,
+    raw_request,
+    ssh_hosts,
+    start_ssh_gateway,
+    write_ssh_spec,
+)
+from tests.gateway import Gateway
+from tests.procs import wait_gone
+
+FUZZ = settings(max_examples=150, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+JSON_HEADERS = {"Content-Type": "application/json"}
+CALLBACK = "/kernelyard/callback/{}"
+
+
+@dataclass
+class Pending:
+    """A kernel start the gateway is waiting on, and what its launcher sent."""
+
+    callback: Callback
+    started: Future[tuple[int, Any]]
+
+    @property
+    def kernel_id(self) -> str:
+        return self.callback.kernel_id
+
+    @property
+    def path(self) -> str:
+        return CALLBACK.format(self.kernel_id)
+
+    def bearer(self, token: str | None = None) -> dict[str, str]:
+        return {**JSON_HEADERS,
+                "Authorization": f"Bearer {self.callback.token if token is None else token}"}
+
+
+@dataclass
+class Setup:
+    gw: Gateway
+    a: Pending
+    b: Pending
+
+    def post(self, path: str, body: bytes | None, headers: dict[str, str],
+             method: str = "POST") -> tuple[int, bytes]:
+        return raw_request(self.gw.url, method, path, body, headers)
+
+
+def _start_in_background(gw: Gateway) -> Future[tuple[int, Any]]:
+    future: Future[tuple[int, Any]] = Future()
+
+    def run() -> None:
+        try:
+            status, body, _ = gw.request("POST", "/api/kernels", {"name": "ssh_fuzz"},
+                                         timeout=400)
+            future.set_result((status, body))
+        except BaseException as e:  # handed to the test that waits on it
+            future.set_exception(e)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    hosts = ssh_hosts()
+    root = tmp_path_factory.mktemp("callback-fuzz")
+    h1 = hosts["KY_SSH_HOSTS"].split(",")[0]
+    # The gateway waits for the forwarded callback for up to launch_timeout seconds.
+    write_ssh_spec(root / "jupyter", "ssh_fuzz", [h1], launch_timeout=400.0)
+    interceptor = Interceptor(hosts["KY_SSH_GATEWAY_IP"])
+    gw = start_ssh_gateway(root, hosts, callback_url=interceptor.url)
+    try:
+        starts = [_start_in_background(gw) for _ in range(2)]
+        callbacks = interceptor.wait(2)
+        by_order = sorted(callbacks, key=lambda cb: cb.kernel_id)
+        # which POST is which kernel is learnt when they finish; the pairing does not matter
+        yield Setup(gw, Pending(by_order[0], starts[0]), Pending(by_order[1], starts[1]))
+    finally:
+        for kernel in gw.request("GET", "/api/kernels")[1] or []:
+            gw.request("DELETE", f"/api/kernels/{kernel['id']}")
+        gw.stop()
+        interceptor.close()
+
+
+# ---- strategies -------------------------------------------------------------------------
+
+JSON_SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                | st.text(max_size=40))
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=5)
+                           | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+                           max_leaves=25)
+
+
+def _not_of_type(kind: type) -> st.SearchStrategy[Any]:
+    return JSON_VALUES.filter(lambda v: not isinstance(v, kind) or isinstance(v, bool))
+
+
+@st.composite
+def mutated_reports(draw: st.DrawFn, report: dict[str, Any]) -> dict[str, Any]:
+    """The genuine report with one or more fields dropped, added, retyped or out of range."""
+    body = dict(report)
+    for _ in range(draw(st.integers(1, 3))):
+        how = draw(st.sampled_from(["drop", "add", "retype", "port", "kernel_id"]))
+        name = draw(st.sampled_from(sorted(CALLBACK_FIELDS)))
+        if how == "drop":
+            body.pop(name, None)
+        elif how == "add":
+            body[draw(st.text(min_size=1, max_size=20).filter(
+                lambda k: k not in CALLBACK_FIELDS))] = draw(JSON_VALUES)
+        elif how == "retype":
+            body[name] = draw(_not_of_type(CALLBACK_FIELDS[name]))
+        elif how == "port":
+            body[draw(st.sampled_from(["shell_port", "hb_port", "launcher_port"]))] = draw(
+                st.integers(max_value=0) | st.integers(min_value=65536))
+        else:
+            body["kernel_id"] = draw(st.text(max_size=40).filter(
+                lambda k: k != report["kernel_id"]))
+    return body
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def invalid_bodies(report: dict[str, Any]) -> st.SearchStrategy[bytes]:
+    """Bodies the callback must refuse with 400 even with the valid token."""
+    return st.one_of(
+        JSON_VALUES.map(_json),
+        mutated_reports(report).map(_json),
+        st.binary(max_size=300),  # mostly not JSON, often not UTF-8
+        st.text(max_size=300).map(str.encode),
+        st.integers(1, 20).map(lambda n: _json({**report, "hostname": "h" * (n * 100_000)})),
+        st.sampled_from([b"", b"null", b"{}", b"[]", b'"x"', b"NaN", b"{" * 5, b"\x00" * 8]),
+    ).filter(lambda body: not _is_valid(body, report["kernel_id"]))
+
+
+def _is_valid(body: bytes, kernel_id: str) -> bool:
+    """What kernelyard itself would accept: such a body would consume the registration."""
+    try:
+        check_report(kernel_id, json.loads(body or b"null"))
+    except (ValueError, InvalidRequest, RecursionError):
+        return False
+    return True
+
+
+def _answer(status: int, body: bytes) -> str:
+    return f"{status} {body[:300]!r}"
+
+
+# ---- the fuzz -----------------------------------------------------------------------------
+
+
+def test_invalid_bodies_with_the_valid_token_are_400(setup: Setup) -> None:
+    report = setup.a.callback.report
+
+    @FUZZ
+    @given(body=invalid_bodies(report))
+    def fuzz(body: bytes) -> None:
+        status, answer = setup.post(setup.a.path, body, setup.a.bearer())
+        assert status == 400, _answer(status, answer)
+        assert json.loads(answer)["reason"] == "Bad Request"
+
+    fuzz()
+
+
+def _not_the_token(token: str) -> Any:
+    return lambda header: header.strip() != f"Bearer {token}"
+
+
+def test_wrong_absent_and_foreign_tokens_are_403(setup: Setup) -> None:
+    a, b = setup.a, setup.b
+    token = a.callback.token
+    headers = st.one_of(
+        st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80),
+        st.just(""), st.just("Bearer "), st.just(f"bearer {token}"), st.just(token),
+        st.just(f"Token {token}"), st.just(f"Bearer {b.callback.token}"),
+        st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1,
+                max_size=4).map(lambda junk: f"Bearer {token}{junk}"),
+        st.integers(1, len(token) - 1).map(lambda n: f"Bearer {token[:n]}"),
+    ).filter(_not_the_token(token))
+
+    @FUZZ
+    @given(header=headers, genuine=st.booleans())
+    def fuzz(header: str, genuine: bool) -> None:
+        body = a.callback.body if genuine else b"{}"
+        sent = {**JSON_HEADERS, "Authorization": header} if header else dict(JSON_HEADERS)
+        status, answer = setup.post(a.path, body, sent)
+        assert status == 403, _answer(status, answer)
+
+    fuzz()
+    # no Authorization header at all
+    assert setup.post(a.path, a.callback.body, dict(JSON_HEADERS))[0] == 403
+    # each kernel's token is refused on the other kernel's URL, with either report
+    for pending, other in ((a, b), (b, a)):
+        for body in (pending.callback.body, other.callback.body):
+            assert setup.post(pending.path, body, other.bearer())[0] == 403
+
+
+def test_ids_that_are_not_registered_or_not_uuids(setup: Setup) -> None:
+    a = setup.a
+    ids = st.one_of(
+        st.uuids().map(str),
+        st.text(st.characters(min_codepoint=33, max_codepoint=126,
+                              exclude_characters="/?#%"), min_size=1, max_size=60),
+        st.just(a.kernel_id.upper()), st.just(a.kernel_id + "0"),
+        st.just(a.kernel_id.replace("-", "")),
+    ).filter(lambda kid: kid not in (setup.a.kernel_id, setup.b.kernel_id))
+
+    @FUZZ
+    @given(kid=ids)
+    def fuzz(kid: str) -> None:
+        status, answer = setup.post(CALLBACK.format(kid), a.callback.body, a.bearer())
+        assert status in (403, 404), _answer(status, answer)
+
+    fuzz()
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS",
+                                    "TRACE", "BREW"])
+def test_other_methods_are_refused(setup: Setup, method: str) -> None:
+    status, answer = setup.post(setup.a.path, setup.a.callback.body, setup.a.bearer(), method)
+    assert 400 <= status < 500 or (method == "OPTIONS" and status in (200, 204)), (
+        _answer(status, answer))
+
+
+def test_bodies_beyond_the_size_limit_are_refused(setup: Setup) -> None:
+    """A Content-Length past tornado's limit is refused before anything is read."""
+    headers = {**setup.a.bearer(), "Content-Length": str(2 * 1024 ** 3)}
+    try:
+        status, _ = setup.post(setup.a.path, b"{}", headers)
+    except (ConnectionError, OSError):
+        status = 0  # tornado may just drop the connection
+    assert status == 0 or 400 <= status < 500
+
+
+@pytest.mark.xfail(strict=True, reason="FINDING: a deeply nested JSON body is a 500 on the "
+                   "callback, before any token check (json.loads raises RecursionError, "
+                   "and CallbackHandler catches ValueError only)")
+def test_finding_deeply_nested_callback_body_is_400_not_500(setup: Setup) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    status, answer = setup.post(CALLBACK.format(uuid.uuid4()), body, dict(JSON_HEADERS))
+    assert status in (400, 403), _answer(status, answer)
+
+
+# ---- what the code promises: invalid requests leave the registration; a token works once --
+
+
+def test_the_registrations_survived_and_each_token_works_once(setup: Setup) -> None:
+    gw = setup.gw
+    for pending in (setup.a, setup.b):
+        status, answer = setup.post(pending.path, pending.callback.body, pending.bearer())
+        assert status == 200, _answer(status, answer)
+    started = [p.started.result(timeout=120) for p in (setup.a, setup.b)]
+    assert [s for s, _ in started] == [201, 201], started
+    assert {model["id"] for _, model in started} == {setup.a.kernel_id, setup.b.kernel_id}
+    for pending in (setup.a, setup.b):
+        status, answer = setup.post(pending.path, pending.callback.body, pending.bearer())
+        assert status == 403, f"a token worked twice: {_answer(status, answer)}"
+    ks = gw.connect(setup.a.kernel_id)
+    try:
+        assert ks.execute("print(6 * 7)")["stdout"] == "42\n"
+    finally:
+        ks.close()
+
+
+def test_the_kernels_go_away(setup: Setup) -> None:
+    pids = {p.callback.report["pid"] for p in (setup.a, setup.b)}
+    for pending in (setup.a, setup.b):
+        assert setup.gw.request("DELETE", f"/api/kernels/{pending.kernel_id}")[0] == 204
+    assert wait_gone(pids, 30) == set()
+    assert setup.gw.request("GET", "/api/kernels")[1] == []
+
+
+def test_the_gateway_logged_no_traceback(setup: Setup) -> None:
+    """Every refusal above was handled, none was an uncaught exception (but the finding)."""
+    log = setup.gw.log()
+    blocks = [b for b in log.split("Uncaught exception")[1:] if "RecursionError" not in b]
+    assert not blocks, blocks[0][:2000]
+    assert Path(setup.gw.log_path).exists()
