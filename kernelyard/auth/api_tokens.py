@@ -4,10 +4,11 @@ A token reads ``ky_<id>_<secret>``: ``id`` is 12 hex digits, public (``kernelyar
 token list`` shows it) and the lookup key, so checking a token is one indexed
 read; ``secret`` is 32 random bytes (url-safe base64), shown once when issued
 and never stored. The store keeps ``HMAC-SHA256(pepper, id ":" secret)``: the id
-salts it, and the pepper is derived from the store's secret key
+salts it. The pepper is a store secret, sealed under the store's key ring
 (``StoreFactory.key_file`` / ``KERNELYARD_STORE_KEY``), which is not in the
-database, so a copy of the database alone cannot check guesses offline.
-Changing the store key therefore invalidates every API token.
+database, so a copy of the database alone cannot check guesses offline. A
+store key rotation re-encrypts the pepper and leaves it unchanged, so every
+token stays valid (``kernelyard.store.tokens`` says how the pepper is made).
 
 Nothing here logs a token or a secret; log lines name the token id at most.
 """
@@ -27,14 +28,13 @@ from tornado.httputil import HTTPServerRequest
 
 from ..errors import Unauthorized
 from ..store import StoreFactory
-from ..store.tokens import TokenRecord, TokenStore
+from ..store.tokens import TokenRecord, TokenStore, pepper_from_key
 from .base import Authenticator
 from .principal import Principal
 from .token import header_token
 
 PREFIX = "ky_"
 _TOKEN = re.compile(r"ky_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
-_PEPPER_LABEL = b"kernelyard api-token pepper v1"
 REJECTED = "invalid API token: unknown, revoked or expired"
 
 
@@ -47,8 +47,8 @@ class IssuedToken:
 
 
 def derive_pepper(store_key: bytes) -> bytes:
-    """The hashing key for API tokens, derived from the store's secret key."""
-    return hmac.new(store_key, _PEPPER_LABEL, hashlib.sha256).digest()
+    """The pepper a store key yields (the store makes and keeps the real one once)."""
+    return pepper_from_key(store_key)
 
 
 def token_digest(pepper: bytes, token_id: str, secret: str) -> str:
@@ -141,7 +141,7 @@ class ApiTokenAuthenticator(Authenticator):
 
     def __init__(self, tokens: TokenStore | None = None, pepper: bytes | None = None,
                  **kwargs: Any):
-        """Open the token table and derive the pepper (blocking: call at startup).
+        """Open the token table and read the pepper (blocking: call at startup).
 
         ``tokens`` and ``pepper`` default to those of the process's ``StoreFactory``.
         """
@@ -149,7 +149,7 @@ class ApiTokenAuthenticator(Authenticator):
         if tokens is None or pepper is None:
             factory = StoreFactory.instance()
             tokens = factory.tokens if tokens is None else tokens
-            pepper = derive_pepper(factory.secret_key()[0]) if pepper is None else pepper
+            pepper = factory.token_pepper() if pepper is None else pepper
         self._tokens, self._pepper = tokens, pepper
 
     async def authenticate(self, request: HTTPServerRequest) -> Principal | None:

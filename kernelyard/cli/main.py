@@ -11,6 +11,7 @@ USAGE = """usage: kernelyard [serve] [options]       start the gateway (see --he
        kernelyard kernelspec install BACKEND --name NAME [...] | kernelspec list
        kernelyard token issue USER [--groups G1,G2] [--admin] [--expires-in 30d]
        kernelyard token list | token revoke ID|USER
+       kernelyard store rotate-key | drop-old-keys | re-encrypt | status
        kernelyard --version
 """
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> None:
         from .token import main as token_main
 
         sys.exit(token_main(args[1:]))
+    if args[:1] == ["store"]:
+        from .store import main as store_main
+
+        sys.exit(store_main(args[1:]))
     if args[:1] == ["serve"]:
         args = args[1:]
     elif args and not args[0].startswith("-"):

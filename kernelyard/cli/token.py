@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..auth.api_tokens import derive_pepper, issue
+from ..auth.api_tokens import issue
 from ..errors import ConfigError
 from ..store import StoreFactory
 from ..store.tokens import TokenRecord, TokenStore
@@ -173,7 +173,7 @@ def main(argv: list[str]) -> int:
     try:
         factory = open_factory(opts)
         tokens = factory.tokens  # opens the database: before the event loop, not in it
-        pepper = derive_pepper(factory.secret_key()[0]) if opts.command == "issue" else b""
+        pepper = factory.token_pepper() if opts.command == "issue" else b""
     except ConfigError as e:
         print(f"kernelyard token: {e.message}", file=sys.stderr)
         return 1

@@ -2,12 +2,14 @@
 
 A record holds the owner, the kernelspec, the provisioner's persisted state
 (the backend's checkpoints: host, pid, job id, ...) and the connection info.
-The kernel's HMAC key inside the connection info is encrypted at rest.
+The kernel's HMAC key and CurveZMQ secret key inside the connection info are
+encrypted at rest, under the store's key ring (``kernelyard.store.secrets``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,5 +49,16 @@ class KernelStore:
         """Remove a record; removing a missing one is not an error."""
         raise NotImplementedError
 
+    def secret(self, name: str, make: Callable[[], str]) -> str:
+        """The store's own secret ``name``, kept sealed; ``make()`` makes it on first use.
+
+        Blocking: called at startup and by the CLI, never on the event loop.
+        """
+        raise NotImplementedError
+
     async def close(self) -> None:
         """Release connections."""
+        self.close_blocking()
+
+    def close_blocking(self) -> None:
+        """Release connections, outside the event loop."""

@@ -4,11 +4,20 @@ The store never sees a token itself, only its id (the public part, used as
 the lookup key) and a keyed hash of the secret part; ``kernelyard.auth.api_tokens``
 mints, hashes and checks tokens. Records are never deleted, only revoked, so
 ``kernelyard token list`` keeps showing what was issued.
+
+The hashing key (the *pepper*) is the store secret ``PEPPER_NAME``, kept
+sealed under the store's key ring, so rotating the store key re-encrypts it
+and leaves every token's hash valid. It is made once, on the first opening of
+the store, by ``pepper_from_key`` from the store key in use then: a store whose
+tokens were hashed before the pepper was kept apart (when it was derived from
+the store key on every start) thus keeps them valid.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import sqlite3
 import threading
@@ -38,6 +47,14 @@ _COLUMNS = ("token_id", "digest", "username", "groups", "admin", "created", "exp
 _SELECT = f"SELECT {','.join(_COLUMNS)} FROM api_tokens"  # noqa: S608
 _INSERT = (f"INSERT INTO api_tokens ({','.join(_COLUMNS)}) "  # noqa: S608
            f"VALUES ({','.join('?' * len(_COLUMNS))})")
+# The name of the store secret that holds the pepper (hex), and the label it is derived with.
+PEPPER_NAME = "api_token_pepper"
+_PEPPER_LABEL = b"kernelyard api-token pepper v1"
+
+
+def pepper_from_key(store_key: bytes) -> bytes:
+    """The pepper a store key yields: HMAC-SHA256(key, label), as random as the key."""
+    return hmac.new(store_key, _PEPPER_LABEL, hashlib.sha256).digest()
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,10 @@ class TokenStore:
 
     async def close(self) -> None:
         """Release connections."""
+        self.close_blocking()
+
+    def close_blocking(self) -> None:
+        """Release connections, outside the event loop."""
 
 
 class SQLiteTokenStore(TokenStore):
@@ -145,7 +166,7 @@ class SQLiteTokenStore(TokenStore):
 
         return await asyncio.to_thread(work)
 
-    async def close(self) -> None:
+    def close_blocking(self) -> None:
         with self._lock:
             self._db.close()
 

@@ -1,4 +1,4 @@
-"""The SQLite kernel store: records round-trip, keys are encrypted at rest."""
+"""The SQLite kernel store: records round-trip, keys and store secrets are encrypted at rest."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 
 from kernelyard.errors import ConfigError
 from kernelyard.store.base import KernelRecord
-from kernelyard.store.secrets import SecretBox, load_or_create_key
-from kernelyard.store.sqlite import SQLiteKernelStore
+from kernelyard.store.secrets import SecretBox, load_or_create_keys
+from kernelyard.store.sqlite import SQLiteKernelStore, holds_secrets
 
 
 def _store(tmp_path: Path) -> SQLiteKernelStore:
-    key = load_or_create_key(tmp_path / "store.key")
-    return SQLiteKernelStore(tmp_path / "k.db", SecretBox(key, "StoreFactory.key_file"))
+    load_or_create_keys(tmp_path / "store.key")
+    return SQLiteKernelStore(tmp_path / "k.db", SecretBox.from_file(tmp_path / "store.key"))
 
 
 def test_round_trip_and_encryption_at_rest(tmp_path: Path) -> None:
@@ -60,10 +60,10 @@ def test_wrong_key_gives_a_config_error(tmp_path: Path) -> None:
         await store.put(KernelRecord("k3", "py", "p", connection={"key": "abc"}))
         await store.close()
         (tmp_path / "store.key").unlink()
-        other = _store(tmp_path)
-        with pytest.raises(ConfigError, match="was the store key changed"):
-            await other.get("k3")
-        await other.close()
+        # Opening checks every sealed value, so a wrong key stops a gateway at start.
+        with pytest.raises(ConfigError, match=r"StoreFactory.key_file .*was the store key "
+                           "changed"):
+            _store(tmp_path)
 
     asyncio.run(scenario())
 
@@ -71,3 +71,44 @@ def test_wrong_key_gives_a_config_error(tmp_path: Path) -> None:
 def test_bad_configured_key_names_the_setting() -> None:
     with pytest.raises(ConfigError, match="KERNELYARD_STORE_KEY"):
         SecretBox(b"short", "KERNELYARD_STORE_KEY")
+
+
+def test_curve_secret_key_is_sealed_too(tmp_path: Path) -> None:
+    async def put() -> None:
+        store = _store(tmp_path)
+        await store.put(KernelRecord("k4", "py", "p", connection={
+            "key": "hmac-abcdef", "curve_secretkey": "curve-secret-xyz", "curve_publickey": "pk"}))
+        got = await store.get("k4")
+        assert got is not None and got.connection["curve_secretkey"] == "curve-secret-xyz"
+        await store.close()
+
+    asyncio.run(put())
+    raw = (tmp_path / "k.db").read_bytes()
+    assert b"curve-secret-xyz" not in raw and b"hmac-abcdef" not in raw and b'"pk"' in raw
+    assert holds_secrets(tmp_path / "k.db")
+    assert not holds_secrets(tmp_path / "missing.db")
+
+
+def test_a_store_secret_is_made_once_and_kept_sealed(tmp_path: Path) -> None:
+    made: list[str] = []
+
+    def make() -> str:
+        made.append("a-store-secret-0123")
+        return made[-1]
+
+    first = _store(tmp_path)
+    assert first.secret("s", make) == "a-store-secret-0123"
+    second = _store(tmp_path)  # another process on the same file
+    assert second.secret("s", make) == "a-store-secret-0123"
+    assert made == ["a-store-secret-0123"]
+    first.close_blocking()
+    second.close_blocking()
+    assert b"a-store-secret-0123" not in (tmp_path / "k.db").read_bytes()
+
+
+def test_the_key_file_is_created_once(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "store.key"
+    keys = load_or_create_keys(path)
+    assert len(keys) == 1 and load_or_create_keys(path) == keys
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["store.key"]
