@@ -8,9 +8,9 @@ recording proxy, and a forged one), shutdown. Meanwhile it collects every secret
 that exists: the auth token, each kernel's HMAC key (from the connection files
 and from kernelyard's own store), each callback token, the store's encryption
 key, the cookie secret. Then it reads every log that was written (the gateway's,
-the local kernels', the launchers' and the remote kernels' on the hosts, read
-while they existed, since a shutdown removes run dirs) and looks for each secret
-and for generic secret patterns. The API's answers are checked too.
+the audit log, the local kernels', the launchers' and the remote kernels' on the
+hosts, read while they existed, since a shutdown removes run dirs) and looks for
+each secret and for generic secret patterns. The API's answers are checked too.
 """
 
 from __future__ import annotations
@@ -153,7 +153,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         "{connection_file}"])
     interceptor = Interceptor(hosts["KY_SSH_GATEWAY_IP"])
     watcher = LogWatcher((remote_dir, "kernels/*/*.log"), (root, "**/kernel-*.log"))
-    gw = start_ssh_gateway(root, hosts, "--log-level=DEBUG", callback_url=interceptor.url)
+    gw = start_ssh_gateway(root, hosts, "--log-level=DEBUG",
+                           f"--KernelyardApp.audit_log={root / 'audit.log'}",
+                           callback_url=interceptor.url)
     interceptor.forward = gw.url
     world = World(gw, root, remote_dir, interceptor, watcher, Secrets())
     world.secrets.add(gw.token, "the gateway's auth token")
@@ -256,7 +258,7 @@ def _all_logs(world: World) -> dict[str, bytes]:
     """Every log the run wrote: gateway, local kernels, launchers and remote kernels."""
     world.gw.stop()  # its last lines (shutdown) are written by now
     time.sleep(0.2)
-    logs = {str(p): p.read_bytes() for p in world.root.rglob("*.log")}
+    logs = {str(p): p.read_bytes() for p in world.root.rglob("*.log*") if p.is_file()}
     logs.update(world.watcher.stop())
     keep = world.root / "collected-logs"
     keep.mkdir(exist_ok=True)
@@ -271,6 +273,7 @@ def test_no_secret_in_any_log(world: World) -> None:
     logs = _all_logs(world)
     names = sorted(Path(name.split("#")[0]).name for name in logs)
     assert any(n.startswith("gateway-") for n in names), names
+    assert "audit.log" in names, names
     assert names.count("launcher.log") >= 3, names  # 2 starts of ssh_py, 1 of ssh_dies
     assert sum(n.startswith("kernel-") for n in names) >= 3, names  # local kernels
     assert any(n.startswith("kernel-") and n.endswith(".log") for n in names), names
