@@ -42,7 +42,14 @@ from . import policy, wire
 from .audit import AuditEvent, AuditLog, result_of, where_of
 from .auth.principal import Principal
 from .auth.token import gateway_user
-from .errors import Conflict, KernelStartFailed, KernelyardError, NotFound, Unauthorized
+from .errors import (
+    Conflict,
+    Forbidden,
+    KernelStartFailed,
+    KernelyardError,
+    NotFound,
+    Unauthorized,
+)
 from .kernel import GatewayKernelManager
 from .quotas import QuotaGate
 from .store import KernelRecord, StoreFactory
@@ -219,9 +226,15 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         requested = request.env.get("KERNEL_USERNAME")
         run_as = policy.effective_username(principal, requested)
         groups = await os_groups(run_as) if run_as != principal.name else frozenset()
-        return policy.authorize(principal, request, name, spec.metadata,
-                                self.rules.launch_policy(principal, requested),
-                                run_as_groups=groups)
+        settings = self.rules.launch_policy(principal, requested)
+        try:
+            return policy.authorize(principal, request, name, spec.metadata, settings,
+                                    run_as_groups=groups)
+        except Forbidden as e:
+            if run_as != policy.ROOT_USER or settings.access.allow_root:
+                raise
+            raise Forbidden(f"refusing to run a kernel as root ({e.message}; see "
+                            "KernelyardApp.allow_root_kernels)") from None
 
     def pre_start_kernel(self, kernel_name: str | None, kwargs: Any) -> tuple[Any, str, str]:
         """jupyter_client's, and the new kernel manager gets its ``owner`` right away."""
