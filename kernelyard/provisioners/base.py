@@ -282,6 +282,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             kernel_name=self.km.kernel_name,
             provisioner=self.kernel_spec.metadata.get("kernel_provisioner", {}).get(
                 "provisioner_name", type(self).__name__),
+            owner=getattr(self.km, "owner", "") or "",
         )
         await self._store().put(record)
 
