@@ -8,6 +8,10 @@ from pathlib import Path
 from kernelyard.api.channels import GatewayChannelsConnection
 from kernelyard.app import KernelyardApp
 from kernelyard.auth.api_tokens import ApiTokenAuthenticator
+from kernelyard.auth.jupyterhub import JupyterHubAuthenticator
+from kernelyard.auth.kerberos import KerberosAuthenticator
+from kernelyard.auth.mtls import MutualTLSAuthenticator
+from kernelyard.auth.proxy_header import ProxyHeaderAuthenticator
 from kernelyard.auth.token import SharedTokenAuthenticator
 from kernelyard.callbacks import CallbackRegistry
 from kernelyard.kernel import GatewayKernelManager
@@ -23,7 +27,9 @@ CLASSES = {c.__name__: c for c in [KernelyardApp, GatewayMappingKernelManager,
                                    GatewayKernelManager, LocalKernelProvisioner,
                                    GatewayChannelsConnection, RemoteProvisionerBase,
                                    SSHProvisioner, YarnProvisioner, StoreFactory, CallbackRegistry,
-                                   SharedTokenAuthenticator, ApiTokenAuthenticator]}
+                                   SharedTokenAuthenticator, ApiTokenAuthenticator,
+                                   JupyterHubAuthenticator, KerberosAuthenticator,
+                                   ProxyHeaderAuthenticator, MutualTLSAuthenticator]}
 
 
 def test_every_documented_setting_exists() -> None:
