@@ -11,9 +11,9 @@ are Hidden in failure reports, and the logs are checked for them.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import os
+import pwd
 import re
 import socket
 import subprocess
@@ -36,6 +36,7 @@ from kernelyard.auth.jupyterhub import JupyterHubAuthenticator, fingerprint, gra
 from kernelyard.auth.principal import Principal
 from kernelyard.errors import BackendUnavailable, ConfigError, Forbidden
 from tests.gateway import LISTENING, Gateway, KernelSocket, free_port, start_gateway, stop_process
+from tests.kernelspecs import write_spec
 
 STATE = Path(os.environ.get("KY_HUB_STATE", "/tmp/kernelyard-jupyterhub"))
 START = "`bash ci/jupyterhub/install.sh && bash ci/jupyterhub/start.sh` (as root)"
@@ -116,7 +117,8 @@ def hub() -> Hub:
     return found
 
 
-def start_gateway_at(url: str, tmp: Path, *args: str) -> Gateway:
+def start_gateway_at(url: str, tmp: Path, *args: str,
+                     env: dict[str, str] | None = None) -> Gateway:
     """``kernelyard serve`` on the port of ``url`` (the hub's users' servers use it).
 
     tests.gateway.start_gateway always picks its own port, hence this variant.
@@ -125,7 +127,7 @@ def start_gateway_at(url: str, tmp: Path, *args: str) -> Gateway:
     runtime.mkdir(parents=True, exist_ok=True)
     log_path = tmp / "gateway.log"
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime),
-           "JUPYTER_DATA_DIR": str(tmp / "data"), "KERNELYARD_AUTH_TOKEN": SHARED}
+           "JUPYTER_DATA_DIR": str(tmp / "data"), "KERNELYARD_AUTH_TOKEN": SHARED, **(env or {})}
     port = urlsplit(url).port
     assert port, url
     cmd = [sys.executable, "-m", "kernelyard.cli.main", "serve", "--ip", "127.0.0.1",
@@ -150,9 +152,15 @@ def hub_args(hub: Hub, *extra: str) -> tuple[str, ...]:
 
 @pytest.fixture(scope="module")
 def gw(hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    # At debug level, so the test can show that not even debug lines carry a token.
-    gateway = start_gateway_at(hub.env["KY_HUB_GATEWAY_URL"],
-                               tmp_path_factory.mktemp("hub-gateway"), *hub_args(hub, "--debug"))
+    # At debug level, so the test can show that not even debug lines carry a token. Local
+    # kernels run as their owner, with a Python every user can run (ci/users.sh).
+    tmp = tmp_path_factory.mktemp("hub-gateway")
+    write_spec(tmp / "jupyter", "python3",
+               ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+    gateway = start_gateway_at(hub.env["KY_HUB_GATEWAY_URL"], tmp,
+                               *hub_args(hub, "--debug",
+                                         "--LocalKernelProvisioner.run_as_user=True"),
+                               env={"JUPYTER_PATH": str(tmp / "jupyter")})
     yield gateway
     gateway.stop()
 
@@ -395,13 +403,12 @@ def test_a_kernel_started_through_alices_server_is_alices(
             header=[f"Authorization: token {token}"], timeout=60)
         sock = KernelSocket(ws, v1=False, session_id=uuid.uuid4().hex)
         try:
-            out = sock.execute("import getpass; print(getpass.getuser())")
+            out = sock.execute("import getpass, os; print(getpass.getuser(), os.getuid())")
         finally:
             sock.close()
         assert out["error"] is None, out
-        # Whom the kernel runs as is the launch policy's business: the gateway's own user
-        # until kernels run as their owner.
-        assert out["stdout"].strip() in {"alice", getpass.getuser()}, out
+        # The kernel runs as the hub user, as the OS user of that name.
+        assert out["stdout"].split() == ["alice", str(pwd.getpwnam("alice").pw_uid)], out
     finally:
         call(alice_server + f"api/sessions/{session['id']}", "DELETE", token=token)
     assert kernel_id not in {k["id"] for k in as_caller(gw, token).request(
