@@ -729,8 +729,9 @@ class Launcher:
             self.finish(kernel.stop(self.stop_grace))
             return 0
         code = self.finish(kernel.reap())
-        log.error("the kernel exited by itself; the end of its log:\n%s",
-                  _read_tail(self.kernel_log))
+        if code != 0:  # 0: it obeyed a shutdown_request from the gateway
+            log.error("the kernel exited by itself; the end of its log:\n%s",
+                      _read_tail(self.kernel_log))
         return code if code >= 0 else 128 - code
 
     def finish(self, code: int) -> int:
