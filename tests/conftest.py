@@ -41,6 +41,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     lines = [f"SECRET LEAK: {what} appears in {path}" for path, what in leaks]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
+        reporter.ensure_newline()
         reporter.write_sep("=", "secrets found in logs", red=True, bold=True)
         for line in lines:
             reporter.write_line(line, red=True)

@@ -47,7 +47,7 @@ SEED = int(os.environ.get("KERNELYARD_FUZZ_SEED", "20260101"))
 CONFIG = SchemathesisConfig.from_dict({
     "seed": SEED,
     # Every request carries the valid token (no generated Authorization values)
-    "generation": {"max-examples": 50, "with-security-parameters": False},
+    "generation": {"max-examples": 50, "with-security-parameters": False, "database": "none"},
     "operations": [{"include-name": SLOW, "generation": {"max-examples": 8},
                     "phases": {"coverage": {"enabled": False}}}],
 })

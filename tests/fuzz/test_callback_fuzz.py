@@ -14,6 +14,7 @@ is accepted and the kernel runs), and a token works once.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -255,14 +257,31 @@ def test_other_methods_are_refused(setup: Setup, method: str) -> None:
         _answer(status, answer))
 
 
-def test_bodies_beyond_the_size_limit_are_refused(setup: Setup) -> None:
-    """A Content-Length past tornado's limit is refused before anything is read."""
-    headers = {**setup.a.bearer(), "Content-Length": str(2 * 1024 ** 3)}
-    try:
-        status, _ = setup.post(setup.a.path, b"{}", headers)
-    except (ConnectionError, OSError):
-        status = 0  # tornado may just drop the connection
-    assert status == 0 or 400 <= status < 500
+def _head_only(setup: Setup, length: int, wait: float) -> bytes:
+    """Send the headers of a callback with this Content-Length, and no body; the answer."""
+    parts = urlsplit(setup.gw.url)
+    with socket.create_connection((parts.hostname or "", parts.port or 80), 10) as s:
+        s.sendall(f"POST {setup.a.path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+                  f"Authorization: Bearer {setup.a.callback.token}x\r\n\r\n".encode())
+        s.settimeout(wait)
+        try:
+            return s.recv(4096)
+        except TimeoutError:
+            return b""
+
+
+def test_a_body_past_the_servers_size_limit_is_refused_at_once(setup: Setup) -> None:
+    """Past jupyter_server's max_body_size (512 MiB) tornado answers 400 before reading."""
+    answer = _head_only(setup, 2 * 1024 ** 3, wait=10)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+
+
+@pytest.mark.xfail(strict=True, reason="FINDING: the callback endpoint, which needs no login, "
+                   "reads a body of up to 512 MiB into memory before it looks at the token; a "
+                   "report is < 1 KiB (the launcher's own limit is 64 KiB): expected a 413 at once")
+def test_finding_callback_refuses_a_large_body_before_reading_it(setup: Setup) -> None:
+    answer = _head_only(setup, 10 * 1024 ** 2, wait=3)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
 
 
 @pytest.mark.xfail(strict=True, reason="FINDING: a deeply nested JSON body is a 500 on the "
