@@ -103,8 +103,9 @@ class Interceptor:
             return list(seen.values())
 
         with self._arrived:
-            assert self._arrived.wait_for(lambda: len(distinct()) >= count, timeout), (
-                f"{len(distinct())} of {count} launcher callbacks arrived in {timeout}s")
+            if not self._arrived.wait_for(lambda: len(distinct()) >= count, timeout):
+                raise TimeoutError(f"{len(distinct())} of {count} launcher callbacks arrived "
+                                   f"in {timeout}s")
             return distinct()[:count]
 
     def close(self) -> None:
