@@ -131,6 +131,16 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_shows(self, text: str, timeout: float = 10, count: int = 1) -> bool:
+        """Whether ``text`` appears ``count`` times in the log within ``timeout`` seconds
+        (jupyter_server writes a request's access line just after the response)."""
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         return stop_process(self.proc, sig, timeout)
 

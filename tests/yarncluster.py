@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.realparts import state_env
+
 STATE = Path(os.environ.get("KY_YARN_STATE", "/tmp/kernelyard-yarn"))
 KILL_TIMEOUT = 60
 ACTIVE = "NEW,NEW_SAVING,SUBMITTED,ACCEPTED,RUNNING"
@@ -22,12 +24,7 @@ ACTIVE = "NEW,NEW_SAVING,SUBMITTED,ACCEPTED,RUNNING"
 
 @pytest.fixture(scope="module")
 def yarn() -> dict[str, str]:
-    env_file = STATE / "env"
-    if not env_file.is_file():
-        pytest.fail(f"YARN is not running ({env_file} missing): run "
-                    "`bash ci/yarn/install.sh && bash ci/yarn/start.sh` (as root)")
-    pairs = (line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-    env = dict(pairs)
+    env = state_env(STATE / "env", "bash ci/yarn/install.sh && bash ci/yarn/start.sh")
     try:
         rm(env, "/ws/v1/cluster/info")
     except OSError as e:

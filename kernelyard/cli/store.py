@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from ..errors import ConfigError
 from ..store import StoreFactory, rotation
-from .token import open_factory
+from .token import add_store_options, open_factory
 
 
 def _keys_line(factory: StoreFactory, key_ids: list[str]) -> str:
@@ -75,10 +75,7 @@ def status_cmd(factory: StoreFactory) -> int:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="kernelyard store", description=__doc__.split("\n")[0])
-    top.add_argument("--config", default="", help="the gateway's config file "
-                     "(default: kernelyard_config.py in the Jupyter config path)")
-    top.add_argument("--store-url", default="", help="the store, as StoreFactory.url "
-                     "(default: from the config)")
+    add_store_options(top)
     sub = top.add_subparsers(dest="command", required=True)
     commands: dict[str, tuple[Callable[[StoreFactory], int], str]] = {
         "rotate-key": (rotate_key_cmd, "put a new key first in StoreFactory.key_file and "

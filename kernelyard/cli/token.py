@@ -64,6 +64,14 @@ def _argtype(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--store-url``: how a CLI finds the gateway's store (see open_factory)."""
+    parser.add_argument("--config", default="", help="the gateway's config file "
+                        "(default: kernelyard_config.py in the Jupyter config path)")
+    parser.add_argument("--store-url", default="", help="the store, as StoreFactory.url "
+                        "(default: from the config)")
+
+
 def open_factory(opts: argparse.Namespace) -> StoreFactory:
     """A StoreFactory configured as the server's: its config file, then ``--store-url``."""
     from ..app import KernelyardApp
@@ -135,10 +143,7 @@ async def revoke_cmd(tokens: TokenStore, pepper: bytes, opts: argparse.Namespace
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="kernelyard token", description=__doc__.split("\n")[0])
-    top.add_argument("--config", default="", help="the gateway's config file "
-                     "(default: kernelyard_config.py in the Jupyter config path)")
-    top.add_argument("--store-url", default="", help="the store, as StoreFactory.url "
-                     "(default: from the config)")
+    add_store_options(top)
     sub = top.add_subparsers(dest="command", required=True)
     iss = sub.add_parser("issue", help="issue a token and print it (only it) on stdout, once")
     iss.add_argument("user", type=_argtype(check_name), help="the user the token stands for")

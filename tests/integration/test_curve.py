@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway import Gateway, start_gateway
+from tests.realparts import state_env
 
 STATE = Path(os.environ.get("KY_SSH_STATE", "/tmp/kernelyard-ssh-hosts"))
 ETH_P_ALL = 0x0003
@@ -27,10 +28,7 @@ KERNEL_PYTHON = os.environ.get("KY_KERNEL_VENV", "/opt/kernelyard/kernel-venv") 
 
 
 def _hosts() -> dict[str, str]:
-    env_file = STATE / "env"
-    if not env_file.is_file():
-        pytest.fail("SSH hosts are not running: run `bash ci/ssh-hosts/start.sh 3` (as root)")
-    return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    return state_env(STATE / "env", "bash ci/ssh-hosts/start.sh 3")
 
 
 class Capture:

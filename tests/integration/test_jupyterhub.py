@@ -169,17 +169,6 @@ def as_caller(gw: Gateway, token: str) -> Gateway:
     return replace(gw, token=token)
 
 
-def logged(gw: Gateway, text: str, timeout: float = 10, count: int = 1) -> bool:
-    """Whether ``text`` shows up (``count`` times) in the gateway's log, which gets the
-    access log line just after the response."""
-    deadline = time.monotonic() + timeout
-    while gw.log().count(text) < count:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def request_with(token: str | None, scheme: str = "token") -> HTTPServerRequest:
     headers = HTTPHeaders({"Host": "127.0.0.1"})
     if token is not None:
@@ -307,7 +296,7 @@ def test_gateway_accepts_alice_and_bob_as_themselves(hub: Hub, gw: Gateway) -> N
     for user in ("alice", "bob"):
         status, body, _ = as_caller(gw, hub.token(user)).request("GET", "/api/kernels")
         assert status == 200, (user, status, body)
-        assert logged(gw, f"GET /api/kernels ({user}@127.0.0.1)")
+        assert gw.log_shows(f"GET /api/kernels ({user}@127.0.0.1)")
 
 
 def test_gateway_answers_401_to_a_random_token(gw: Gateway) -> None:
@@ -352,7 +341,7 @@ def test_websocket_with_a_hub_token(hub: Hub, gw: Gateway) -> None:
             sock.close()
     finally:
         alice.request("DELETE", f"/api/kernels/{kernel_id}")
-    assert logged(gw, "POST /api/kernels (alice@127.0.0.1)")
+    assert gw.log_shows("POST /api/kernels (alice@127.0.0.1)")
 
 
 # --- alice's single-user server, with kernelyard as its gateway --------------------------
@@ -391,7 +380,7 @@ def test_a_kernel_started_through_alices_server_is_alices(
     try:
         # The kernel was started at kernelyard as alice, with a hub token this test never
         # saw: her server's own (JUPYTERHUB_API_TOKEN, sent as its gateway token).
-        assert logged(gw, "POST /api/kernels (alice@127.0.0.1)", count=posts + 1)
+        assert gw.log_shows("POST /api/kernels (alice@127.0.0.1)", count=posts + 1)
         ours = {fingerprint(t)[:12] for t in hub.minted}
         seen = set(re.findall(r"JupyterHub token ([0-9a-f]{12}) is alice", gw.log()))
         assert seen - ours, "no request as alice with her server's token"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -12,16 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.gateway import Gateway, start_gateway
+from tests.realparts import state_env
 
 STATE = Path("/tmp/kernelyard-kdc")
 
 
 @pytest.fixture(scope="module")
 def kdc() -> dict[str, str]:
-    env_file = STATE / "env"
-    if not env_file.is_file():
-        pytest.fail("the KDC is not running: run `bash ci/kdc/install.sh && bash ci/kdc/start.sh`")
-    return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    return state_env(STATE / "env", "bash ci/kdc/install.sh && bash ci/kdc/start.sh")
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +50,6 @@ def _get(gw: Gateway, authorization: str | None) -> int:
         return e.code
 
 
-def _logged_as(gw: Gateway, user: str) -> bool:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if f"({user}@127.0.0.1)" in gw.log():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.mark.parametrize("user", ["alice", "bob"])
 def test_a_kerberos_ticket_signs_the_user_in(gw: Gateway, kdc: dict[str, str], user: str,
                                              tmp_path: Path,
@@ -70,7 +58,7 @@ def test_a_kerberos_ticket_signs_the_user_in(gw: Gateway, kdc: dict[str, str], u
 
     _kinit(kdc, user, tmp_path / "ccache", monkeypatch)
     assert _get(gw, negotiate_header("127.0.0.1")) == 200
-    assert _logged_as(gw, user)
+    assert gw.log_shows(f"({user}@127.0.0.1)")
 
 
 def test_no_or_a_forged_ticket_is_401(gw: Gateway) -> None:

@@ -16,23 +16,17 @@ from pathlib import Path
 import pytest
 
 from tests.gateway import Gateway, start_gateway
+from tests.realparts import state_env
 
 SSH_STATE = Path(os.environ.get("KY_SSH_STATE", "/tmp/kernelyard-ssh-hosts"))
 SPARK_STATE = Path(os.environ.get("KY_SPARK_STATE", "/tmp/kernelyard-spark"))
 pytestmark = pytest.mark.timeout(600)
 
 
-def _env_file(path: Path, start: str) -> dict[str, str]:
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: run `{start}` (as root)")
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return dict(pairs)
-
-
 @pytest.fixture(scope="module")
 def parts() -> dict[str, str]:
-    return {**_env_file(SSH_STATE / "env", "bash ci/ssh-hosts/start.sh 3"),
-            **_env_file(SPARK_STATE / "env", "bash ci/spark-standalone/start.sh")}
+    return {**state_env(SSH_STATE / "env", "bash ci/ssh-hosts/start.sh 3"),
+            **state_env(SPARK_STATE / "env", "bash ci/spark-standalone/start.sh")}
 
 
 @pytest.fixture(scope="module")

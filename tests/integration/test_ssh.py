@@ -16,6 +16,7 @@ import pytest
 
 from tests.gateway import Gateway, start_gateway
 from tests.procs import alive, wait_gone
+from tests.realparts import state_env
 
 STATE = Path(os.environ.get("KY_SSH_STATE", "/tmp/kernelyard-ssh-hosts"))
 REMOTE_PY = "/usr/bin/python3"
@@ -23,11 +24,7 @@ PY_KERNEL = [REMOTE_PY, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
 
 def _hosts_env() -> dict[str, str]:
-    env_file = STATE / "env"
-    if not env_file.exists():
-        pytest.fail("SSH hosts are not running: run `bash ci/ssh-hosts/start.sh 3` (as root)")
-    pairs = (line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-    return dict(pairs)
+    return state_env(STATE / "env", "bash ci/ssh-hosts/start.sh 3")
 
 
 @pytest.fixture(scope="module")
