@@ -69,8 +69,9 @@ class CallbackRegistry(SingletonConfigurable):
         if expected and not expected.future.done():
             expected.future.cancel()
 
-    def fulfil(self, kernel_id: str, token: str, payload: Any) -> None:
-        """Accept a callback. Raises Forbidden (token) or InvalidRequest (payload)."""
+    def check_token(self, kernel_id: str, token: str) -> _Expected:
+        """The start waiting for this callback, if ``token`` is its live token; else
+        Forbidden. Leaves the token valid: the endpoint checks it before the body."""
         expected = self._expected.get(kernel_id)
         if (
             expected is None
@@ -81,6 +82,11 @@ class CallbackRegistry(SingletonConfigurable):
         if time.monotonic() > expected.expires:
             self.forget(kernel_id)
             raise Forbidden("invalid callback token")
+        return expected
+
+    def fulfil(self, kernel_id: str, token: str, payload: Any) -> None:
+        """Accept a callback. Raises Forbidden (token) or InvalidRequest (payload)."""
+        expected = self.check_token(kernel_id, token)
         report = check_report(kernel_id, payload)
         del self._expected[kernel_id]
         if not expected.future.done():

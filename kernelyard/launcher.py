@@ -583,10 +583,17 @@ class ControlServer(ThreadingHTTPServer):
         log.warning("control request from %s failed: %r", client_address[0], sys.exc_info()[1])
 
 
+# http.server's 5xx for a request it cannot parse -> the 4xx the client earned.
+_CLIENT_STATUS = {501: 405, 505: 400}
+
+
 class ControlHandler(BaseHTTPRequestHandler):
     server_version = "kernelyard-launcher"
     sys_version = ""
     timeout = 10
+    # Until a request line is parsed (and for one it refuses) http.server assumes
+    # HTTP/0.9, whose answers have no status line: every answer here has one.
+    default_request_version = "HTTP/1.0"
 
     def do_POST(self) -> None:
         launcher = cast(ControlServer, self.server).launcher
@@ -616,6 +623,12 @@ class ControlHandler(BaseHTTPRequestHandler):
         self._answer(405, {"error": f"use POST {CONTROL_PATH}"})
 
     do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """http.server's error answer, with a 4xx for every bad request: it answers an
+        unknown method (BREW) with 501 and an HTTP version past 1.x with 505."""
+        super().send_error(_CLIENT_STATUS.get(code, code), message, explain)
 
     def _answer(self, status: int, answer: dict[str, Any]) -> None:
         data = json.dumps(answer).encode()

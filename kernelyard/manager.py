@@ -490,6 +490,20 @@ class GatewaySessionManager(SessionManager):  # type: ignore[misc]
             raise NotFound(missing) from None
         return model
 
+    async def row_to_model(self, row: Any, tolerate_culled: bool = False) -> Any:
+        """jupyter_server's model, with ``""`` for a session created without a name.
+
+        jupyter_server answers ``null`` there, which its own spec (a string) and
+        JupyterLab's session model check refuse; the row keeps the null, so the
+        kernel's ``JPY_SESSION_NAME`` is still the path.
+        """
+        model = await super().row_to_model(row, tolerate_culled=tolerate_culled)
+        if model is not None and model["name"] is None:
+            model["name"] = ""
+            if "notebook" in model:
+                model["notebook"]["name"] = ""
+        return model
+
     async def list_sessions(self) -> list[dict[str, Any]]:
         """The sessions whose kernels the caller may see."""
         models = await super().list_sessions()

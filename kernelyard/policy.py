@@ -23,6 +23,7 @@ from .auth.principal import Principal
 from .errors import ConfigError, Forbidden, InvalidRequest, LimitReached, NotFound
 
 MAX_ENV_VALUE_LENGTH = 4096
+MAX_SESSION_ID = 255  # it becomes a ZMQ routing id (at most 255 bytes)
 # Gateway variables that hold secrets: never inherited by, nor settable for, a kernel.
 DEFAULT_SECRET_ENVS = ("KERNELYARD_AUTH_TOKEN", "JUPYTER_TOKEN", "JUPYTERHUB_API_TOKEN")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -114,17 +115,70 @@ def check_kernel_id(value: Any) -> str:
     raise InvalidRequest("KERNEL_ID must be a canonical UUID such as 'xxxxxxxx-xxxx-...'")
 
 
-def check_api_path(path: Any) -> str | None:
+def check_session_id(value: Any) -> str:
+    """A websocket client's ``?session_id=``: jupyter_client sends it as ASCII in every
+    message header, and jupyter_server makes it the ZMQ identity of the kernel sockets,
+    so only printable ASCII of at most 255 characters passes."""
+    if not isinstance(value, str) or len(value) > MAX_SESSION_ID or not (
+            value.isascii() and value.isprintable()):
+        raise InvalidRequest(
+            f"'session_id' must be printable ASCII of at most {MAX_SESSION_ID} characters")
+    return value
+
+
+def check_api_path(path: Any, field: str = "path") -> str | None:
     """A notebook path may not climb out of the gateway's root directory."""
     if path is None:
         return None
-    if not isinstance(path, str):
-        raise InvalidRequest("'path' must be a string")
+    check_text(field, path)
     if any(part == ".." for part in path.replace("\\", "/").split("/")):
-        raise InvalidRequest("'path' may not contain '..'")
-    if _FORBIDDEN_IN_VALUE.search(path.replace("$", "")):
-        raise InvalidRequest("'path' contains a control character")
+        raise InvalidRequest(f"{field!r} may not contain '..'")
     return path
+
+
+def check_text(field: str, value: Any) -> str:
+    """A client's string that reaches a kernel's env the way a path does (a session's
+    path and name make ``JPY_SESSION_NAME``): at most 4096 characters, no control
+    characters or backticks. ``$`` passes, as file names may hold it."""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{field!r} must be a string")
+    if len(value) > MAX_ENV_VALUE_LENGTH:
+        raise InvalidRequest(f"{field!r} is longer than {MAX_ENV_VALUE_LENGTH} characters")
+    if _FORBIDDEN_IN_VALUE.search(value.replace("$", "")):
+        raise InvalidRequest(f"{field!r} contains a control character or a backtick")
+    return value
+
+
+def check_session_model(body: Any) -> Mapping[str, Any]:
+    """Validate a ``POST /api/sessions`` or ``PATCH /api/sessions/{id}`` body.
+
+    Checks the type of every field present and the characters of those that reach
+    the kernel's env; whether ``path`` and ``type`` are there is left to
+    jupyter_server. ``name``, ``kernel.id`` and ``kernel.name`` may be null.
+    """
+    if not isinstance(body, Mapping):
+        raise InvalidRequest("the request body must be a JSON object")
+    if "type" in body:
+        check_text("type", body["type"])
+    if "path" in body:  # a null path is refused too: every session has one
+        check_api_path(check_text("path", body["path"]))
+    if body.get("name") is not None:
+        check_text("name", body["name"])
+    kernel = _object_field(body, "kernel")
+    for name in ("id", "name"):
+        if kernel.get(name) is not None:
+            check_text(f"kernel.{name}", kernel[name])
+    notebook = _object_field(body, "notebook")  # the old API: its path or name is the path
+    for name in ("path", "name"):
+        check_api_path(notebook.get(name), f"notebook.{name}")
+    return body
+
+
+def _object_field(body: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = body.get(name, {})
+    if not isinstance(value, Mapping):
+        raise InvalidRequest(f"{name!r} must be a JSON object")
+    return value
 
 
 def parse_launch_request(body: Any, policy: EnvPolicy) -> LaunchRequest:

@@ -2,7 +2,8 @@
 
 Every handler mixes in ``GatewayHandlerMixin``. A ``kernelyard.errors`` type
 raised anywhere below (or wrapped by a jupyter_server handler into a 500)
-comes out as its own status with ``{"reason", "message"}``. The mixin also
+comes out as its own status with ``{"reason", "message"}``; so does a request
+body that is not UTF-8 JSON (400, ``get_json_body``). The mixin also
 writes each request's audit line when the request ends (``kernelyard.audit``):
 always for kernel operations, and for any other request that was refused.
 """
@@ -87,6 +88,21 @@ class GatewayHandlerMixin:
         if handler.identity_provider.get_user(handler) is None:
             raise web.HTTPError(401, "authentication required: send 'Authorization: token ...'")
         return await super().prepare(**kwargs)  # type: ignore[misc]
+
+    def get_json_body(self) -> Any:
+        """The request body as JSON (``None`` if empty); ``InvalidRequest`` if it is not
+        UTF-8 JSON. jupyter_server's version lets a non-UTF-8 body escape as a 500, and
+        logs the body (which may carry env values)."""
+        handler: Any = self
+        body = handler.request.body
+        if not body:
+            return None
+        try:
+            return json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise errors.InvalidRequest("the request body is not UTF-8") from None
+        except (ValueError, RecursionError):
+            raise errors.InvalidRequest("the request body is not valid JSON") from None
 
     def check_xsrf_cookie(self) -> None:
         """No cookie ever authenticates a request here, so there is nothing to forge."""

@@ -42,7 +42,7 @@ from ..audit import OK, AuditEvent, where_of
 from ..auth.principal import Principal
 from ..auth.provider import principal_of
 from ..callbacks import CALLBACK_PATH, CallbackRegistry
-from ..errors import Forbidden, NotFound
+from ..errors import Forbidden, InvalidRequest, NotFound
 from ..manager import Caller, acting_as
 from .errors import GatewayHandlerMixin
 from .spec import SpecHandler
@@ -174,12 +174,22 @@ class ChannelsHandler(CallerMixin, GatewayHandlerMixin, KernelWebsocketHandler):
 
     async def pre_get(self) -> None:
         self.check_kernel(self.kernel_id)
+        if not _asks_for_websocket(self.request.headers):  # tornado's 400 is plain text
+            raise InvalidRequest("a websocket URL: send 'Connection: Upgrade' and "
+                                 "'Upgrade: websocket'")
+        policy.check_session_id(self.get_argument("session_id", ""))
         await super().pre_get()
 
     async def open(self, kernel_id: str) -> None:  # type: ignore[override]
         # Small kernel messages must not wait for Nagle's algorithm.
         self.set_nodelay(True)
         await super().open(kernel_id)
+
+
+def _asks_for_websocket(headers: Mapping[str, str]) -> bool:
+    """The headers tornado's websocket handshake requires."""
+    connection = {part.strip().lower() for part in headers.get("Connection", "").split(",")}
+    return headers.get("Upgrade", "").lower() == "websocket" and "upgrade" in connection
 
 
 class MainKernelSpecHandler(CallerMixin, GatewayHandlerMixin, kernelspecs.MainKernelSpecHandler):
@@ -264,6 +274,7 @@ class SessionRootHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionRootH
 
     @web.authenticated
     async def post(self) -> None:
+        policy.check_session_model(self.get_json_body())
         with acting_as(self.caller()):
             await super().post()
 
@@ -286,15 +297,18 @@ class SessionHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionHandler):
         jupyter_server turns any failure to start it into a 501 with a body of its
         own; launched here, a refusal keeps its status and the JSON error shape.
         """
+        body = self.get_json_body()
+        if body is not None:  # jupyter_server answers a missing body
+            policy.check_session_model(body)
         with acting_as(self.caller()):
             sm = self.session_manager
             before = await sm.get_session(session_id=session_id)
-            kernel = (self.get_json_body() or {}).get("kernel")
+            kernel = (body or {}).get("kernel")
             if isinstance(kernel, dict) and kernel.get("id") is None and kernel.get("name"):
                 kernel_id = await sm.start_kernel_for_session(
                     session_id, path=before["path"], name=before["name"], type=before["type"],
                     kernel_name=kernel["name"])
-                self._patched_body = {**self.get_json_body(), "kernel": {"id": kernel_id}}
+                self._patched_body = {**body, "kernel": {"id": kernel_id}}
             await super().patch(session_id)
         self._audit_replaced_kernel(before["kernel"])
 
@@ -347,25 +361,53 @@ default_handlers: list[tuple[str, type, dict[str, Any]] | tuple[str, type]] = [
 ]
 
 
+# A launcher's report is < 1 KiB; the launcher's control endpoint has the same limit.
+MAX_CALLBACK_BODY = 64 * 1024
+
+
+@web.stream_request_body
 class CallbackHandler(GatewayHandlerMixin, APIHandler):
     """``POST /kernelyard/callback/{id}``: a launcher reports its ports.
 
-    Authenticated by the one-time token of that kernel start, not by a user.
+    Authenticated by the one-time token of that kernel start, not by a user. The
+    endpoint needs no login, so the body is read only once its size and the token
+    passed (``prepare``): a body over ``MAX_CALLBACK_BODY`` is a 413 at once, a bad
+    token a 403, and neither is read.
     """
 
     async def prepare(self, **kwargs: Any) -> None:
-        """No user authentication here: the callback token is checked in ``post``."""
+        """The size and the token, before the body: no user authentication here."""
+        self._chunks: list[bytes] = []
+        if _content_length(self.request.headers) > MAX_CALLBACK_BODY:
+            raise web.HTTPError(413, f"a callback body is at most {MAX_CALLBACK_BODY} bytes")
+        connection: Any = self.request.connection
+        connection.set_max_body_size(MAX_CALLBACK_BODY)  # a chunked body too
+        if self.request.method == "POST":
+            CallbackRegistry.instance().check_token(self.path_kwargs["kernel_id"], self._token())
+
+    def data_received(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    def _token(self) -> str:
+        header = self.request.headers.get("Authorization", "")
+        return header[len("Bearer "):] if header.startswith("Bearer ") else ""
 
     @allow_unauthenticated
     async def post(self, kernel_id: str) -> None:
-        header = self.request.headers.get("Authorization", "")
-        token = header[len("Bearer "):] if header.startswith("Bearer ") else ""
         try:
-            payload = json.loads(self.request.body or b"null")
-        except ValueError:
+            payload = json.loads(b"".join(self._chunks) or b"null")
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep
             payload = None
-        CallbackRegistry.instance().fulfil(kernel_id, token, payload)
+        CallbackRegistry.instance().fulfil(kernel_id, self._token(), payload)
         self.finish({})
+
+
+def _content_length(headers: Mapping[str, str]) -> int:
+    """The declared body size (0 if none; tornado refuses a malformed one)."""
+    try:
+        return int(headers.get("Content-Length", "0"))
+    except ValueError:
+        return 0
 
 
 default_handlers.append((rf"/{CALLBACK_PATH}/{_KERNEL_ID}", CallbackHandler))

@@ -122,7 +122,8 @@ class SSHProvisioner(RemoteProvisionerBase):
     )
 
     _connections: dict[tuple[str, int, str], Any] = {}
-    _shipped: set[tuple[str, str]] = set()  # (host:port:login:owner, launcher digest)
+    _shipped: set[tuple[str, str]] = set()  # (host:port:login:owner, the launcher's path)
+    _ship_locks: dict[tuple[str, str], asyncio.Lock] = {}  # the same keys: one copy at a time
     _last_host: dict[tuple[str, ...], str] = {}
     _down_until: dict[str, float] = {}
 
@@ -304,30 +305,56 @@ class SSHProvisioner(RemoteProvisionerBase):
         return conn
 
     async def _ship_launcher(self, conn: Any, host: str, user: str = "") -> str:
+        """The launcher's path on the host, copied there first if it is not yet.
+
+        Starts on one host (and login) ship one at a time: the others wait, then
+        find it shipped.
+        """
         source = launcher_source()
         digest = hashlib.sha256(source).hexdigest()[:16]
         path = f"{self.remote_dir}/launcher-{digest}.py"
-        shipped = (f"{host}:{self.port}:{self._login(user)[0]}:{user}", digest)
-        if shipped in self._shipped:
-            return path
-        if self._sudo(user):
-            args = self._as(user, [self.remote_python, "-c", INSTALL_SCRIPT, path, digest])
-            result = await conn.run(shlex.join(args), input=source, encoding=None,
-                                    timeout=self.connect_timeout + 20)
-            if result.exit_status != 0:
-                raise SSHHostError(f"cannot install the launcher for {user!r} on host {host}: "
-                                   f"{(result.stderr or b'').decode(errors='replace')[-500:]}")
-            self._shipped.add(shipped)
-            return path
+        # The path holds remote_dir, which kernelspecs may set apart, and the digest.
+        shipped = (f"{host}:{self.port}:{self._login(user)[0]}:{user}", path)
+        async with self._ship_locks.setdefault(shipped, asyncio.Lock()):
+            if shipped not in self._shipped:
+                if self._sudo(user):
+                    await self._install_as(conn, host, user, path, source, digest)
+                else:
+                    await self._copy_launcher(conn, path, source)
+                self._shipped.add(shipped)
+        return path
+
+    async def _install_as(self, conn: Any, host: str, user: str, path: str, source: bytes,
+                          digest: str) -> None:
+        """Sudo mode: the owner's Python writes the launcher (it replaces atomically)."""
+        args = self._as(user, [self.remote_python, "-c", INSTALL_SCRIPT, path, digest])
+        result = await conn.run(shlex.join(args), input=source, encoding=None,
+                                timeout=self.connect_timeout + 20)
+        if result.exit_status != 0:
+            raise SSHHostError(f"cannot install the launcher for {user!r} on host {host}: "
+                               f"{(result.stderr or b'').decode(errors='replace')[-500:]}")
+
+    async def _copy_launcher(self, conn: Any, path: str, source: bytes) -> None:
+        """By SFTP, through a temporary file renamed into place.
+
+        SFTP's rename does not replace a file: if another process (a second gateway)
+        put the launcher there first, its copy is kept when it is the same.
+        """
+        import asyncssh
+
         async with conn.start_sftp_client() as sftp:
             await sftp.makedirs(self.remote_dir, exist_ok=True)
-            if not await sftp.exists(path):
-                tmp = f"{path}.{self.kernel_id}.tmp"
-                async with sftp.open(tmp, "wb") as f:
-                    await f.write(source)
+            if await sftp.exists(path):
+                return
+            tmp = f"{path}.{self.kernel_id}.tmp"
+            async with sftp.open(tmp, "wb") as f:
+                await f.write(source)
+            try:
                 await sftp.rename(tmp, path)
-        self._shipped.add(shipped)
-        return path
+            except asyncssh.SFTPError:
+                await sftp.remove(tmp)
+                if not await _same_file(sftp, path, source):
+                    raise
 
     def _run_dir(self, kernel_id: str) -> str:
         return f"{self.remote_dir}/kernels/{check_kernel_id(kernel_id)}"
@@ -338,6 +365,17 @@ class SSHProvisioner(RemoteProvisionerBase):
         if self.port_range:
             opts += ["--port-range", self.port_range]
         return [self.remote_python, launcher, *opts, *launcher_args(argv)]
+
+
+async def _same_file(sftp: Any, path: str, content: bytes) -> bool:
+    """Whether the remote file at ``path`` holds ``content``."""
+    import asyncssh
+
+    try:
+        async with sftp.open(path, "rb") as f:
+            return bool(await f.read() == content)
+    except asyncssh.SFTPError:
+        return False
 
 
 def _kernel_id_of(run_dir: str) -> str:

@@ -135,70 +135,14 @@ def sent(response: schemathesis.Response) -> str:
     return f"{request.method} {request.url} headers={headers} body={request.body!r}"
 
 
-def _sent_body(response: schemathesis.Response) -> bytes:
-    body = response.request.body
-    if isinstance(body, str):
-        return body.encode()
-    return body if isinstance(body, bytes) else b""
-
-
-def _message(response: schemathesis.Response) -> str:
-    try:
-        return str(response.json().get("message", ""))
-    except ValueError:
-        return response.text
-
-
-def _clean_session(body: bytes) -> bool:
-    """A session model whose fields have the spec's types and no control characters."""
-    try:
-        model = json.loads(body or b"{}")
-    except ValueError:
-        return False
-    if not isinstance(model, dict):
-        return False
-    kernel = model.get("kernel", {})
-    fields = [model.get(k) for k in ("id", "path", "name", "type")]
-    if isinstance(kernel, dict):
-        fields += [kernel.get(k) for k in ("id", "name")]
-    return isinstance(kernel, dict) and all(
-        f is None or (isinstance(f, str) and f.isprintable()) for f in fields)
-
-
 def known_finding(case: schemathesis.Case, response: schemathesis.Response) -> str | None:
-    """Which reported finding (test_finding_* below) this response is an instance of.
+    """Which reported, not yet fixed finding (a strict-xfail ``test_finding_*`` below) this
+    response is an instance of: none is open now.
 
-    Matched narrowly, so anything else still fails the fuzz test. Remove a clause
-    once its finding is fixed (its xfail test then passes and fails as XPASS).
+    When the fuzz finds a bug, add a clause matching it narrowly (anything else must
+    still fail the fuzz test) with its test_finding_*; remove both once it is fixed.
     """
-    status, label = response.status_code, case.operation.label
-    if status == 500 and _message(response) == "Unhandled error":
-        try:
-            _sent_body(response).decode("utf-8")
-        except UnicodeDecodeError:
-            return "non-UTF-8 JSON body"
-    if (status == 500 and label in ("POST /api/sessions", "PATCH /api/sessions/{session_id}")
-            and not _clean_session(_sent_body(response))):
-        return "session body of the wrong type, or a control character in a field"
-    if (label == "GET /api/kernels/{kernel_id}/channels" and status == 500
-            and not str((case.query or {}).get("session_id", "")).isascii()):
-        return "channels with a non-ASCII session_id"
-    if label == "GET /api/kernels/{kernel_id}/channels" and status == 400:
-        return "channels without Upgrade: undocumented 400"
-    if status == 404 and "404" not in case.operation.definition.raw.get("responses", {}):
-        return "undocumented 404"
-    if "/api/sessions" in label and status in (200, 201) and _null_session_name(response):
-        return "a session's name is null, the spec says string"
     return None
-
-
-def _null_session_name(response: schemathesis.Response) -> bool:
-    try:
-        data = response.json()
-    except ValueError:
-        return False
-    sessions = data if isinstance(data, list) else [data]
-    return any(isinstance(s, dict) and "name" in s and s["name"] is None for s in sessions)
 
 
 def remember(case: schemathesis.Case, response: schemathesis.Response, kernels: Kernels) -> None:
@@ -259,56 +203,88 @@ def test_kernel_operations_were_exercised(kernels: Kernels) -> None:
     assert kernels.created
 
 
-# ---- findings: each reproduces one bug the fuzzing found (kernelyard's owner fixes them) ---
+# ---- found by this fuzzing and fixed since: kept as regression tests --------------------
 #
-# strict xfail: the suite stays green while the bug is there, and fails (XPASS) once it is
-# fixed, so that the marker and the matching clause of known_finding() get removed.
+# An open finding is a test_finding_* marked xfail(strict=True): the suite stays green
+# while the bug is there, and fails (XPASS) once it is fixed, so that the marker and the
+# matching clause of known_finding() get removed.
 
 NON_UTF8_BODIES = [b"\xff", b'{"name": "\xff"}']
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: a JSON body that is not UTF-8 is a 500 "
-                   "(jupyter_server's get_json_body raises UnicodeDecodeError)")
 @pytest.mark.parametrize("raw", NON_UTF8_BODIES)
 @pytest.mark.parametrize(("method", "path"), [
     ("POST", "/api/kernels"), ("POST", "/api/sessions"),
     ("PATCH", "/api/sessions/00000000-0000-4000-8000-000000000000")])
-def test_finding_non_utf8_json_body_is_400_not_500(gw: Gateway, method: str, path: str,
-                                                 raw: bytes) -> None:
+def test_non_utf8_json_body_is_400_not_500(gw: Gateway, method: str, path: str,
+                                           raw: bytes) -> None:
     status, body, _ = gw.request(method, path, raw=raw)
     assert status == 400, (status, body)
+    assert body == {"reason": "Bad Request", "message": "the request body is not UTF-8"}
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: POST /api/sessions with a body or field of "
-                   "the wrong type is a 500 ('list' object has no attribute 'get', "
-                   "'int' object has no attribute 'strip')")
-@pytest.mark.parametrize("model", [[], {"path": 5, "type": "notebook", "kernel": {"name": 5}},
-                                   {"path": "a.ipynb", "type": "notebook", "kernel": []}])
-def test_finding_session_of_the_wrong_type_is_400_not_500(gw: Gateway, model: Any) -> None:
-    status, body, _ = gw.request("POST", "/api/sessions", model)
+SESSION = {"path": "a.ipynb", "type": "notebook", "kernel": {"name": "python3"}}
+
+
+@pytest.mark.parametrize(("model", "field"), [
+    ([], "body"), ({"path": 5, "type": "notebook", "kernel": {"name": 5}}, "'path'"),
+    ({**SESSION, "kernel": []}, "'kernel'"), ({**SESSION, "kernel": None}, "'kernel'"),
+    ({**SESSION, "kernel": {"name": 5}}, "'kernel.name'"),
+    ({**SESSION, "kernel": {"id": ["x"]}}, "'kernel.id'"), ({**SESSION, "name": 5}, "'name'"),
+    ({**SESSION, "type": None}, "'type'"), ({**SESSION, "notebook": "x"}, "'notebook'"),
+    ({"notebook": {"path": 5}}, "'notebook.path'")])
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_session_of_the_wrong_type_is_400_not_500(gw: Gateway, method: str, model: Any,
+                                                  field: str) -> None:
+    path = "/api/sessions" + ("/00000000-0000-4000-8000-000000000000" * (method == "PATCH"))
+    status, body, _ = gw.request(method, path, model)
     _delete_session(gw, status, body)
     assert status == 400, (status, body)
+    assert field in body["message"], body
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: POST /api/sessions with a NUL in the session "
-                   "name (it becomes the kernel's JPY_SESSION_NAME) or the path is a 500; "
-                   "POST /api/kernels refuses control characters with a 400")
-@pytest.mark.parametrize("field", ["name", "path"])
-def test_finding_session_with_a_nul_is_400_not_500(gw: Gateway, field: str) -> None:
-    model = {"path": "nul.ipynb", "type": "notebook", "kernel": {"name": "python3"}}
-    model[field] = f"x\u0000{model.get(field, '')}"
-    status, body, _ = gw.request("POST", "/api/sessions", model)
+@pytest.mark.parametrize(("field", "value"), [
+    ("name", "x\u0000"), ("name", "x\ny"), ("name", "`x`"), ("name", "x" * 4097),
+    ("path", "x\u0000.ipynb"), ("path", "x\ny.ipynb"), ("path", "../x.ipynb")])
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_session_name_and_path_are_checked_like_kernel_env(gw: Gateway, method: str,
+                                                           field: str, value: str) -> None:
+    """Both reach the kernel's env (JPY_SESSION_NAME) as a client's env values do."""
+    path = "/api/sessions" + ("/00000000-0000-4000-8000-000000000000" * (method == "PATCH"))
+    status, body, _ = gw.request(method, path, {**SESSION, field: value})
     _delete_session(gw, status, body)
     assert status == 400, (status, body)
+    assert f"'{field}'" in body["message"], body
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: a non-ASCII ?session_id= on the channels "
-                   "of a live kernel is a 500 (jupyter_client Session encodes it as ASCII)")
-def test_finding_non_ascii_session_id_on_channels_is_400_not_500(
-        gw: Gateway, kernels: Kernels) -> None:
+WEBSOCKET = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+             "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+
+
+@pytest.mark.parametrize("session_id", ["%C3%A9", "a%0Ab", "x" * 256])
+def test_bad_session_id_on_channels_is_400_not_500(gw: Gateway, kernels: Kernels,
+                                                   http: requests.Session,
+                                                   session_id: str) -> None:
     kid = kernels.live_id()
-    status, body, _ = gw.request("GET", f"/api/kernels/{kid}/channels?session_id=%C3%A9")
+    url = f"{gw.url.rstrip('/')}/api/kernels/{kid}/channels?session_id={session_id}"
+    response = http.get(url, headers={**gw.headers(), **WEBSOCKET}, timeout=30)
+    assert response.status_code == 400, response.text
+    assert "session_id" in response.json()["message"], response.text
+
+
+def test_a_good_session_id_still_connects(gw: Gateway, kernels: Kernels) -> None:
+    ks = gw.connect(kernels.live_id(), session_id="x" * 255)
+    try:
+        assert ks.execute("print(6 * 7)")["stdout"] == "42\n"
+    finally:
+        ks.close()
+
+
+def test_channels_without_a_websocket_handshake_is_a_json_400(gw: Gateway,
+                                                             kernels: Kernels) -> None:
+    status, body, _ = gw.request("GET", f"/api/kernels/{kernels.live_id()}/channels")
     assert status == 400, (status, body)
+    assert body["reason"] == "Bad Request" and "Upgrade" in body["message"], body
 
 
 # Found by this fuzzing and fixed since (b703723): kept as a regression test.
@@ -322,36 +298,58 @@ def test_session_kernel_id_is_checked_like_kernel_start(gw: Gateway, kernel_id: 
     assert str(gw.runtime_dir) not in json.dumps(body)
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: a session created without a name has "
-                   "\"name\": null in every answer; the spec's Session.name is a non-nullable "
-                   "string")
-def test_finding_spec_session_name_matches_answers(gw: Gateway) -> None:
+def test_a_session_without_a_name_has_an_empty_name(gw: Gateway) -> None:
+    """jupyter_server answers null; the spec (and JupyterLab's model check) want a string."""
     model = {"path": "unnamed.ipynb", "type": "notebook", "kernel": {"name": "python3"}}
-    status, body, _ = gw.request("POST", "/api/sessions", model)
-    _delete_session(gw, status, body)
-    assert status == 201
+    status, created, _ = gw.request("POST", "/api/sessions", model)
+    try:
+        assert status == 201, created
+        _, listed, _ = gw.request("GET", "/api/sessions")
+        _, one, _ = gw.request("GET", f"/api/sessions/{created['id']}")
+        _, patched, _ = gw.request("PATCH", f"/api/sessions/{created['id']}", {"name": None})
+        for answer in (created, one, patched, *[s for s in listed if s["id"] == created["id"]]):
+            assert answer["name"] == "" and answer["notebook"]["name"] == "", answer
+    finally:
+        _delete_session(gw, status, created)
     name_schema = schema.raw_schema["components"]["schemas"]["Session"]["properties"]["name"]
-    assert body["name"] is not None or name_schema.get("nullable"), body
+    assert name_schema["type"] == "string" and not name_schema.get("nullable")
 
 
-# What the gateway answers that the spec does not list (each seen in the fuzz run).
-UNDOCUMENTED = [
+def _operations() -> list[tuple[str, dict[str, Any]]]:
+    raw = schema.raw_schema
+    return [(f"{method.upper()} {path}", op) for path, ops in raw["paths"].items()
+            for method, op in ops.items() if method != "parameters"]
+
+
+# What the gateway answers besides each operation's own statuses (each seen in the fuzz run).
+DOCUMENTED = [
     ("GET /api/kernels/{kernel_id}/channels", "400"),  # a GET without Upgrade: websocket
     ("POST /kernelyard/callback/{kernel_id}", "404"),  # an id that is not UUID-shaped
-    *[(op, "401") for op in ("GET /api", "GET /api/kernels", "GET /api/kernels/{kernel_id}",
-                             "POST /api/kernels/{kernel_id}/restart", "GET /api/sessions",
-                             "POST /api/sessions")],  # no token: every secured operation
+    ("POST /kernelyard/callback/{kernel_id}", "413"),  # a body over the callback's limit
+    *[(label, "401") for label, op in _operations()  # no token: every secured operation
+      if op.get("security", schema.raw_schema["security"])],
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: openapi.yaml does not list statuses the "
-                   "gateway answers (400 on channels, 404 on the callback, 401 on most secured "
-                   "operations)")
-@pytest.mark.parametrize(("operation", "status"), UNDOCUMENTED)
-def test_finding_spec_documents_every_status_answered(operation: str, status: str) -> None:
+@pytest.mark.parametrize(("operation", "status"), DOCUMENTED)
+def test_spec_documents_every_status_answered(operation: str, status: str) -> None:
     method, path = operation.split(" ", 1)
     responses = schema.raw_schema["paths"][path][method.lower()]["responses"]
     assert status in responses, f"{operation} may answer {status}: the spec does not say so"
+
+
+def test_every_secured_operation_answers_401_without_a_token(gw: Gateway) -> None:
+    kid, sid = "00000000-0000-4000-8000-000000000000", "00000000-0000-4000-8000-000000000001"
+    for label, op in _operations():
+        if not op.get("security", schema.raw_schema["security"]):
+            continue
+        method, path = label.split(" ", 1)
+        url = path.format(kernel_id=kid, session_id=sid, kernel_name="python3",
+                          resource="logo-64x64.png")
+        status, body, _ = gw.request(method, url, {} if method in ("POST", "PATCH") else None,
+                                     token="")
+        assert status == 401, (label, status, body)
+        assert body["reason"] == "Unauthorized", (label, body)
 
 
 def _delete_session(gw: Gateway, status: int, body: Any) -> None:

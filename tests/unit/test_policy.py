@@ -66,6 +66,54 @@ def test_paths_may_not_climb(path: str) -> None:
         policy.check_api_path(path)
 
 
+@pytest.mark.parametrize("path", ["a\x00.ipynb", "a\nb", "`x`", "x" * 4097, 5])
+def test_paths_are_checked_like_env_values(path: object) -> None:
+    with pytest.raises(InvalidRequest, match="'path'"):
+        policy.check_api_path(path)
+
+
+def test_a_path_may_hold_a_dollar() -> None:
+    assert policy.check_api_path("cost$.ipynb") == "cost$.ipynb"
+
+
+SESSION = {"path": "a.ipynb", "type": "notebook", "name": "a.ipynb",
+           "kernel": {"name": "python3", "id": None}}
+
+
+@pytest.mark.parametrize("body", [
+    SESSION, {**SESSION, "name": None}, {**SESSION, "name": "cost$.ipynb"}, {"name": "b"},
+    {"kernel": {}}, {"notebook": {"path": "a.ipynb"}}, {}])
+def test_good_session_models_pass(body: dict[str, Any]) -> None:
+    assert policy.check_session_model(body) is body
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (None, "body"), ([], "body"), ("x", "body"),
+    ({**SESSION, "path": 5}, "'path'"), ({**SESSION, "path": None}, "'path'"),
+    ({**SESSION, "path": "../a"}, "'path'"), ({**SESSION, "path": "a\x00"}, "'path'"),
+    ({**SESSION, "type": []}, "'type'"), ({**SESSION, "type": None}, "'type'"),
+    ({**SESSION, "name": 5}, "'name'"), ({**SESSION, "name": "a\x00"}, "'name'"),
+    ({**SESSION, "name": "a\nb"}, "'name'"), ({**SESSION, "name": "x" * 4097}, "'name'"),
+    ({**SESSION, "kernel": []}, "'kernel'"), ({**SESSION, "kernel": None}, "'kernel'"),
+    ({**SESSION, "kernel": {"name": 5}}, "'kernel.name'"),
+    ({**SESSION, "kernel": {"id": {}}}, "'kernel.id'"),
+    ({**SESSION, "notebook": "x"}, "'notebook'"),
+    ({"notebook": {"name": "a\x00"}}, "'notebook.name'"),
+    ({"notebook": {"path": "../a"}}, "'notebook.path'")])
+def test_bad_session_models_are_refused_naming_the_field(body: Any, field: str) -> None:
+    with pytest.raises(InvalidRequest, match=field):
+        policy.check_session_model(body)
+
+
+@given(st.text(max_size=300))
+def test_session_ids_are_printable_ascii_of_a_bounded_length(value: str) -> None:
+    ok = len(value) <= 255 and all(" " <= c <= "~" for c in value)
+    try:
+        assert policy.check_session_id(value) == value and ok
+    except InvalidRequest:
+        assert not ok
+
+
 def test_kernelspec_access_lists() -> None:
     own = {"kernelyard": {"authorized_users": ["alice"]}}
     eg = {"process_proxy": {"config": {"unauthorized_users": ["bob"]}}}
