@@ -18,6 +18,8 @@
 # ci/ssh-hosts/stop.sh removes the bridge.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=ci/lib.sh
+. "$here/../lib.sh"
 repo=$(cd "$here/../.." && pwd)
 state=${KY_SPARK_STATE:-/tmp/kernelyard-spark}
 ssh_state=${KY_SSH_STATE:-/tmp/kernelyard-ssh-hosts}
@@ -81,18 +83,7 @@ trap 'bash "$here/stop.sh" >/dev/null 2>&1' ERR
 
 # Free ports on our address, all picked at once so they differ from each other
 # (7077 and 8080 may be taken by someone else).
-read -r p_master p_master_ui p_worker p_worker_ui < <(
-  "$python" - "$host" <<'PY'
-import socket
-import sys
-socks = []
-for _ in range(4):
-    s = socket.socket()
-    s.bind((sys.argv[1], 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)
+read -r p_master p_master_ui p_worker p_worker_ui < <(free_ports 4 "$host")
 
 # An empty conf dir of our own: nothing from the pyspark install (spark-env.sh,
 # spark-defaults.conf) leaks in. Daemons log INFO to stderr by default.

@@ -14,6 +14,8 @@
 # ever printed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=ci/lib.sh
+. "$here/../lib.sh"
 state=${KY_YARN_KRB_STATE:-/tmp/kernelyard-yarn-krb}
 kdc_state=${KY_KDC_STATE:-/tmp/kernelyard-kdc}
 cp_file="$here/.cache/classpath.txt"
@@ -65,19 +67,8 @@ klist -k "$state/rm-http.keytab" 2>/dev/null | grep -q " $principal\$" \
 (umask 077; head -c 32 /dev/urandom | base64 > "$state/http-signature.secret")
 
 # Free ports on 127.0.0.1, all picked at once so they differ from each other.
-read -r p_rm p_sched p_track p_admin p_web p_webs < <(
-  /usr/bin/python3 - <<'PY'
-import socket
-socks = []
-for _ in range(6):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)
+read -r p_rm p_sched p_track p_admin p_web p_webs < <(free_ports 6)
 
-prop() { printf '  <property><name>%s</name><value>%s</value></property>\n' "$1" "$2"; }
 conf="$state/conf"
 {
   echo '<?xml version="1.0"?>'

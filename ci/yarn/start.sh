@@ -13,6 +13,8 @@
 # per user, but files the containers write belong to root.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=ci/lib.sh
+. "$here/../lib.sh"
 state=${KY_YARN_STATE:-/tmp/kernelyard-yarn}
 python=${KY_YARN_PYTHON:-python3}
 nm_mb=${KY_YARN_NM_MB:-8192}
@@ -54,19 +56,8 @@ trap 'bash "$here/stop.sh" >/dev/null 2>&1' ERR
 
 # Free ports on 127.0.0.1, all picked at once so they differ from each other; fixed
 # ones (8032, 8088...) would collide with another run on this machine.
-read -r p_rm p_sched p_track p_admin p_web p_webs p_nm p_loc p_nmweb < <(
-  "$py_exe" - <<'PY'
-import socket
-socks = []
-for _ in range(9):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)
+read -r p_rm p_sched p_track p_admin p_web p_webs p_nm p_loc p_nmweb < <(free_ports 9)
 
-prop() { printf '  <property><name>%s</name><value>%s</value></property>\n' "$1" "$2"; }
 conf="$state/conf"
 {
   echo '<?xml version="1.0"?>'
