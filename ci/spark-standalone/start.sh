@@ -5,8 +5,10 @@
 # Writes $STATE/env with what clients and tests need (KY_SPARK_MASTER_URL...).
 # Usage: bash ci/spark-standalone/start.sh   (after ci/ssh-hosts/start.sh and ci/yarn/install.sh)
 # State: ${KY_SPARK_STATE:-/tmp/kernelyard-spark}
-# Env:   KY_SPARK_PYTHON         Python that has pyspark (default: the active venv's,
-#                                else <repo>/.venv/bin/python)
+# Env:   KY_SPARK_PYTHON         Python that has pyspark (default: the kernel venv's,
+#                                ${KY_KERNEL_VENV:-/opt/kernelyard/kernel-venv}/bin/python:
+#                                its SPARK_HOME is readable by the ssh hosts' user,
+#                                which runs client-mode drivers)
 #        KY_SPARK_HOST           address to bind on (default: KY_SSH_GATEWAY_IP from
 #                                ${KY_SSH_STATE:-/tmp/kernelyard-ssh-hosts}/env)
 #        KY_SPARK_WORKER_CORES   (default 2)   KY_SPARK_WORKER_MEMORY (default 2g)
@@ -20,7 +22,6 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=ci/lib.sh
 . "$here/../lib.sh"
-repo=$(cd "$here/../.." && pwd)
 state=${KY_SPARK_STATE:-/tmp/kernelyard-spark}
 ssh_state=${KY_SSH_STATE:-/tmp/kernelyard-ssh-hosts}
 cores=${KY_SPARK_WORKER_CORES:-2}
@@ -59,12 +60,10 @@ if ! ip -4 -o addr show | awk '{print $4}' | cut -d/ -f1 | grep -qxF "$host"; th
   exit 1
 fi
 
-python=${KY_SPARK_PYTHON:-}
-if [ -z "$python" ]; then
-  if [ -n "${VIRTUAL_ENV:-}" ]; then python=$VIRTUAL_ENV/bin/python; else python=$repo/.venv/bin/python; fi
-fi
+python=${KY_SPARK_PYTHON:-${KY_KERNEL_VENV:-/opt/kernelyard/kernel-venv}/bin/python}
 spark_home=$("$python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))' 2>/dev/null) \
-  || { echo "pyspark missing for $python: run ci/yarn/install.sh (it installs pyspark)" >&2; exit 1; }
+  || { echo "pyspark missing for $python: run ci/kernel-venv.sh, then ci/yarn/install.sh" \
+            "(it installs pyspark into the kernel venv)" >&2; exit 1; }
 spark_version=$("$python" -c 'import pyspark; print(pyspark.__version__)')
 command -v java >/dev/null || { echo "java missing (Java 17 expected)" >&2; exit 1; }
 java_home=${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}

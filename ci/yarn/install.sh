@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Install what the single-machine YARN cluster needs, idempotently:
 #   1. pyspark (spark-submit, spark-yarn and the Hadoop client) into $KY_YARN_PYTHON's
-#      environment, from a wheel built once and kept outside the work tree;
+#      environment (the gateway's: it runs spark-submit) and into the kernel venv of
+#      ci/kernel-venv.sh when that exists (client-mode drivers on the ssh hosts run as
+#      another user, who can't read a venv under /root), from a wheel built once and
+#      kept outside the work tree;
 #   2. the ResourceManager / NodeManager jars from Maven Central into ~/.m2, and
 #      their runtime classpath in ci/yarn/.cache/classpath.txt.
 # Usage: bash ci/yarn/install.sh
 # Env:   KY_YARN_PYTHON  Python to install pyspark into (default: python3 on PATH)
+#        KY_KERNEL_VENV  the kernel venv (default: /opt/kernelyard/kernel-venv)
 #        KY_YARN_WHEELS  wheel cache (default: ~/.cache/kernelyard/wheels)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,17 +26,26 @@ wheels=${KY_YARN_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/kernelyard/wheels}
 command -v java >/dev/null || { echo "java missing (Java 17 expected)" >&2; exit 1; }
 command -v mvn >/dev/null || { echo "mvn missing" >&2; exit 1; }
 
-t0=$SECONDS
-installed=$("$python" -c 'import importlib.metadata as m; print(m.version("pyspark"))' 2>/dev/null || true)
-if [ "$installed" != "$pyspark_version" ]; then
+install_pyspark() {  # python
+  local installed
+  installed=$("$1" -c 'import importlib.metadata as m; print(m.version("pyspark"))' 2>/dev/null || true)
+  [ "$installed" = "$pyspark_version" ] && return
   # PyPI has only a 456 MB sdist for pyspark; building it takes about a minute.
   # Build it once into a wheel dir that outlives fresh clones of the repo.
   if ! ls "$wheels"/pyspark-"$pyspark_version"-*.whl >/dev/null 2>&1; then
     echo "building the pyspark $pyspark_version wheel into $wheels (once)"
     mkdir -p "$wheels"
-    "$python" -m pip wheel -q --no-deps "pyspark==$pyspark_version" -w "$wheels"
+    "$1" -m pip wheel -q --no-deps "pyspark==$pyspark_version" -w "$wheels"
   fi
-  "$python" -m pip install -q --root-user-action=ignore --find-links "$wheels" "pyspark==$pyspark_version"
+  "$1" -m pip install -q --root-user-action=ignore --find-links "$wheels" "pyspark==$pyspark_version"
+}
+
+t0=$SECONDS
+install_pyspark "$python"
+kernel_venv=${KY_KERNEL_VENV:-/opt/kernelyard/kernel-venv}
+if [ -x "$kernel_venv/bin/python" ]; then
+  install_pyspark "$kernel_venv/bin/python"
+  chmod -R a+rX "$kernel_venv"
 fi
 spark_home=$("$python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
 echo "pyspark $pyspark_version in $spark_home ($((SECONDS - t0)) s)"
