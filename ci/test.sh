@@ -16,7 +16,7 @@ bash ci/e2e/install.sh
 bash ci/ssh-hosts/install.sh
 bash ci/users.sh           # alice/bob, sudo + a rule for kyuser, per-user ssh keys
 bash ci/kernel-venv.sh     # /opt/kernelyard/kernel-venv: a kernel Python every user can run
-bash ci/yarn/install.sh    # pyspark into the venv, the YARN daemon jars into ~/.m2
+bash ci/yarn/install.sh    # pyspark into the venv and the kernel venv, the YARN daemon jars into ~/.m2
 bash ci/kdc/install.sh     # MIT Kerberos (apt) and gssapi into the venv (wheel built once, cached)
 bash ci/jupyterhub/install.sh  # JupyterHub in /opt/kernelyard/jupyterhub-venv, configurable-http-proxy (npm)
 
@@ -29,6 +29,7 @@ bash ci/ssh-hosts/start.sh 3
 bash ci/spark-standalone/start.sh
 bash ci/yarn/stop.sh >/dev/null 2>&1 || true
 bash ci/yarn/start.sh
+bash ci/yarn/serve-ssh-hosts.sh       # the RM's client port on the ssh hosts' bridge
 bash ci/kdc/stop.sh >/dev/null 2>&1 || true
 bash ci/kdc/start.sh
 bash ci/yarn/stop-kerberized-rm.sh >/dev/null 2>&1 || true

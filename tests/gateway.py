@@ -200,6 +200,17 @@ def start_gateway(
     raise RuntimeError(f"gateway did not start:\n{log_path.read_text(errors='replace')}")
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def traceback_text(error: dict[str, Any] | None) -> str:
+    """An `error` message's content as plain text (IPython colours its tracebacks)."""
+    if error is None:
+        return "no error"
+    lines = [error.get("ename", "?") + ": " + error.get("evalue", ""), *error.get("traceback", [])]
+    return ANSI_ESCAPE.sub("", "\n".join(lines))
+
+
 class KernelSocket:
     """A kernel websocket in either wire format, with helpers to execute code."""
 

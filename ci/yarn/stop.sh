@@ -49,5 +49,7 @@ for name in "${!pids[@]}"; do
   fi
 done
 kill_containers KILL
-rm -f "$state/env" "$state/rm.pid" "$state/nm.pid"
+# The ssh hosts' forwarder of serve-ssh-hosts.sh.
+pid=$(cat "$state/forward.pid" 2>/dev/null) && kill "$pid" 2>/dev/null
+rm -f "$state/env" "$state/rm.pid" "$state/nm.pid" "$state/forward.pid" "$state/ssh-hosts.env"
 echo "yarn stopped"
