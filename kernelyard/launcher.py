@@ -105,7 +105,9 @@ SPARK_STARTUP = r'''"""kernelyard: this kernel's Spark session, as `spark` and `
 
 lazy: both names exist at once and the session is created in the background
 (in YARN cluster mode the ApplicationMaster waits for it); eager: it is created
-before the kernel answers. After an interrupt the running Spark jobs are cancelled.
+before the kernel answers. After an interrupt the running Spark jobs are cancelled,
+and the interrupt is shown as a KeyboardInterrupt even when PySpark's clean-up
+replaced it with a py4j error.
 """
 
 
@@ -163,10 +165,39 @@ def _kernelyard_spark_session():
             if name in made and shell.user_ns.get(name) is pending[name]:
                 shell.user_ns[name] = made[name]
 
+    def interrupt_in(error):
+        """The KeyboardInterrupt that `error` was raised while handling, if any.
+
+        An interrupt that lands in a py4j call can be replaced on its way out by a
+        Py4JError from PySpark's clean-up calls (SCCallSiteSync.__exit__ gets "Answer
+        from Java side is empty" on a fresh connection): it is still an interrupt.
+        """
+        seen = set()
+        while error is not None and id(error) not in seen:
+            if isinstance(error, KeyboardInterrupt):
+                return error
+            seen.add(id(error))
+            error = error.__cause__ or error.__context__
+        return None
+
+    def show_py4j_error(shell, etype, value, tb, tb_offset=None):
+        interrupt = interrupt_in(value)
+        if interrupt is not None:
+            shell.showtraceback((KeyboardInterrupt, interrupt, interrupt.__traceback__))
+        else:
+            shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+
     def cancel_jobs_after_interrupt(result):
-        if isinstance(result.error_in_exec, KeyboardInterrupt) and "sc" in made:
+        interrupt = interrupt_in(result.error_in_exec)
+        if interrupt is None:
+            return
+        result.error_in_exec = interrupt  # the execute_reply's ename
+        if "sc" in made:
             made["sc"].cancelAllJobs()
 
+    from py4j.protocol import Py4JError
+
+    shell.set_custom_exc((Py4JError,), show_py4j_error)
     shell.events.register("post_run_cell", cancel_jobs_after_interrupt)
     shell.user_ns.update(pending)
     if settings.get("mode") == "eager":
