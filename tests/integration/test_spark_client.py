@@ -72,24 +72,30 @@ def gw(root: Path, parts: dict[str, str]) -> Iterator[Gateway]:
     gateway.stop()
 
 
-def test_client_mode_driver_on_an_ssh_host(gw: Gateway, parts: dict[str, str]) -> None:
-    status, model, _ = gw.request("POST", "/api/kernels", {"name": "spark_python_ssh_client"},
-                                  timeout=180)
+def _start_and_ask(gw: Gateway, kernelspec: str) -> tuple[str, list[str]]:
+    """Start a kernel; return its id and its Spark master, deploy mode, application
+    id, user, sum of 0..999 and driver host."""
+    status, model, _ = gw.request("POST", "/api/kernels", {"name": kernelspec}, timeout=180)
     assert status == 201, (model, gw.log()[-2000:])
     ks = gw.connect(model["id"])
     try:
         out = ks.execute("print(sc.master, spark.conf.get('spark.submit.deployMode'), "
+                         "sc.applicationId, sc.sparkUser(), "
                          "spark.range(1000).selectExpr('sum(id)').collect()[0][0], "
                          "sc.getConf().get('spark.driver.host'))", timeout=300)
     finally:
         ks.close()
     assert out["error"] is None, out["error"]
-    master, mode, total, driver_host = out["stdout"].split()
+    return model["id"], out["stdout"].split()
+
+
+def test_client_mode_driver_on_an_ssh_host(gw: Gateway, parts: dict[str, str]) -> None:
+    kid, (master, mode, _, _, total, driver_host) = _start_and_ask(gw, "spark_python_ssh_client")
     assert master == parts["KY_SPARK_MASTER_URL"] and master.startswith("spark://")
     assert (mode, total) == ("client", "499500")
     # The driver runs on the SSH host: executors connect back to its own address.
     assert driver_host == parts["KY_SSH_HOSTS"].split(",")[0]
-    assert gw.request("DELETE", f"/api/kernels/{model['id']}")[0] == 204
+    assert gw.request("DELETE", f"/api/kernels/{kid}")[0] == 204
 
 
 @pytest.fixture(scope="module")
@@ -114,26 +120,15 @@ def yarn_client(root: Path, parts: dict[str, str], yarn: dict[str, str]) -> dict
 
 def test_yarn_client_mode_driver_on_an_ssh_host(gw: Gateway, parts: dict[str, str],
                                                 yarn_client: dict[str, str]) -> None:
-    status, model, _ = gw.request("POST", "/api/kernels", {"name": "spark_python_yarn_client"},
-                                  timeout=180)
-    assert status == 201, (model, gw.log()[-2000:])
-    ks = gw.connect(model["id"])
-    try:
-        out = ks.execute("print(sc.master, spark.conf.get('spark.submit.deployMode'), "
-                         "sc.applicationId, sc.sparkUser(), "
-                         "spark.range(1000).selectExpr('sum(id)').collect()[0][0], "
-                         "sc.getConf().get('spark.driver.host'))", timeout=300)
-    finally:
-        ks.close()
-    assert out["error"] is None, out["error"]
-    master, mode, app_id, user, total, driver_host = out["stdout"].split()
+    kid, (master, mode, app_id, user, total, driver_host) = _start_and_ask(
+        gw, "spark_python_yarn_client")
     assert (master, mode, total) == ("yarn", "client", "499500")
     assert driver_host == parts["KY_SSH_HOSTS"].split(",")[0]
     app = yarncluster.rm(yarn_client, f"/ws/v1/cluster/apps/{app_id}")["app"]
     assert (app["state"], app["user"]) == ("RUNNING", user), app
     assert app["queue"].split(".")[-1] == "analytics", app
     assert user == parts["KY_SSH_USER"]
-    assert gw.request("DELETE", f"/api/kernels/{model['id']}")[0] == 204
+    assert gw.request("DELETE", f"/api/kernels/{kid}")[0] == 204
     # The driver dies with the kernel, and its application ends with it.
     ended = yarncluster.wait_for(
         f"{app_id} to end", yarncluster.KILL_TIMEOUT,
