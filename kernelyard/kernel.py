@@ -177,6 +177,14 @@ class GatewayKernelManager(ServerKernelManager):
         tail = self._log_tail() if tail is None else tail
         return f"; last lines of its log:\n{tail}" if tail else ""
 
+    async def _async_request_shutdown(self, restart: bool = False) -> None:
+        """Give the provisioner a word (``before_shutdown_request``) before the kernel
+        is asked to shut down."""
+        before = getattr(self.provisioner, "before_shutdown_request", None)
+        if before is not None:
+            await before(restart)
+        await super()._async_request_shutdown(restart)
+
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         spare = self.take_spare_iopub()
         if spare is not None:

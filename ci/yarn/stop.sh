@@ -3,6 +3,12 @@
 # container processes they launched. Logs stay in $STATE for logs.sh.
 set -uo pipefail
 state=${KY_YARN_STATE:-/tmp/kernelyard-yarn}
+# The ssh hosts' forwarder of serve-ssh-hosts.sh (it may outlive the daemons' state).
+if pid=$(cat "$state/forward.pid" 2>/dev/null); then
+  # Only while that PID is still a socat (PIDs get reused).
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = socat ] && kill "$pid"
+  rm -f "$state/forward.pid" "$state/ssh-hosts.env"
+fi
 if [ ! -f "$state/rm.pid" ] && [ ! -f "$state/nm.pid" ]; then
   echo "no yarn state in $state"
   rm -f "$state/env"
@@ -49,7 +55,5 @@ for name in "${!pids[@]}"; do
   fi
 done
 kill_containers KILL
-# The ssh hosts' forwarder of serve-ssh-hosts.sh.
-pid=$(cat "$state/forward.pid" 2>/dev/null) && kill "$pid" 2>/dev/null
-rm -f "$state/env" "$state/rm.pid" "$state/nm.pid" "$state/forward.pid" "$state/ssh-hosts.env"
+rm -f "$state/env" "$state/rm.pid" "$state/nm.pid"
 echo "yarn stopped"

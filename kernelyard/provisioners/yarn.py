@@ -21,14 +21,14 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
-from ..errors import ConfigError, InvalidRequest, KernelStartFailed
+from ..errors import BackendUnavailable, ConfigError, InvalidRequest, KernelStartFailed
 from ..policy import DEFAULT_SECRET_ENVS, check_kernel_id, scrub_secrets
 from .base import RemoteProvisionerBase, launcher_args
 from .spark_request import SparkLimits, SparkResources, resources_for
@@ -204,12 +204,29 @@ class YarnProvisioner(RemoteProvisionerBase):
 
     async def cancel(self, state: dict[str, Any]) -> None:
         """Kill every active application of this kernel (found by its tag)."""
+        await self._kill_apps(state, lambda app: app.active)
+
+    async def before_shutdown_request(self, restart: bool = False) -> None:
+        """Kill an application that is still waiting for its SparkContext.
+
+        In cluster mode the ApplicationMaster registers (RUNNING) once the SparkContext
+        is up. A kernel that exits before that ends its application FAILED ("exited
+        before the SparkContext was initialized"), which reads as an error in YARN's
+        history. Such an application (a notebook closed right after it opened) is
+        killed through the ResourceManager before the kernel is asked to shut down,
+        and ends KILLED.
+        """
+        with contextlib.suppress(BackendUnavailable):  # then the kernel just stops
+            await self._kill_apps(self.state, lambda app: app.active and app.state != "RUNNING")
+
+    async def _kill_apps(self, state: dict[str, Any], which: Callable[[YarnApp], bool]) -> None:
         if not state.get("tag"):
             return
         rm = self.rm_for(state)
         for app in await rm.apps(state["tag"], _since(state)):
-            if app.active:
-                self.log.info("Kernel %s: killing YARN application %s", self.kernel_id, app.id)
+            if which(app):
+                self.log.info("Kernel %s: killing YARN application %s (%s)",
+                              self.kernel_id, app.id, app.state)
                 await rm.kill(app.id)
 
     async def _driver_logs(self, state: dict[str, Any], app: YarnApp) -> str:

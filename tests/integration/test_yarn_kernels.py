@@ -155,6 +155,25 @@ def test_kernel_is_a_yarn_application_of_alice(gw: Gateway, yarn: dict[str, str]
     assert ended
 
 
+def test_kernel_closed_before_its_spark_context_is_up_is_killed_not_failed(
+        gw: Gateway, yarn: dict[str, str]) -> None:
+    """A notebook closed right after it opened: the lazy SparkContext is still starting
+    (the application ACCEPTED) when the DELETE comes."""
+    status, model = _post(gw, "spark_python_yarn_cluster", KERNEL_USERNAME="alice")
+    assert status == 201, model
+    app = _kernel_app(yarn, model["id"])
+    print(f"{app['id']} was {app['state']} at the DELETE")
+    assert gw.request("DELETE", f"/api/kernels/{model['id']}", timeout=120)[0] == 204
+    final = wait_for(f"{app['id']} to end", KILL_TIMEOUT, lambda: _ended(yarn, app["id"]))
+    assert final["state"] in ("FINISHED", "KILLED") and final["finalStatus"] != "FAILED", final
+
+
+def _ended(yarn: dict[str, str], app_id: str) -> dict[str, Any] | None:
+    """The application's record once it has ended."""
+    app: dict[str, Any] = rm(yarn, f"/ws/v1/cluster/apps/{app_id}")["app"]
+    return app if app["state"] in ("FINISHED", "KILLED", "FAILED") else None
+
+
 def _state(gw: Gateway, kid: str) -> str:
     status, model, _ = gw.request("GET", f"/api/kernels/{kid}")
     return str(model.get("execution_state")) if status == 200 else "gone"
