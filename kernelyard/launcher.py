@@ -116,8 +116,6 @@ def _kernelyard_spark_session():
     import os
     import threading
 
-    from pyspark.sql import SparkSession
-
     settings = json.loads(os.environ.pop("KERNELYARD_SPARK", "{}"))
     shell = get_ipython()  # noqa: F821 - IPython's startup namespace
     ready = threading.Event()
@@ -150,6 +148,9 @@ def _kernelyard_spark_session():
 
     def create():
         try:
+            # Imported here: in lazy mode the kernel answers without waiting for it.
+            from pyspark.sql import SparkSession
+
             builder = SparkSession.builder
             if settings.get("master"):
                 builder = builder.master(settings["master"])
