@@ -29,17 +29,7 @@ memory=${KY_SPARK_WORKER_MEMORY:-2g}
 default_cores=${KY_SPARK_DEFAULT_CORES:-1}
 t_start=$(date +%s.%N)
 
-for name in master worker; do
-  pid=$(cat "$state/$name.pid" 2>/dev/null || true)
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    echo "spark standalone already running (state in $state); run ci/spark-standalone/stop.sh first" >&2
-    exit 1
-  fi
-done
-if [ -f "$state/env" ] || [ -f "$state/master.pid" ] || [ -f "$state/worker.pid" ]; then
-  echo "stale spark standalone state in $state (daemons gone): cleaning up"
-  bash "$here/stop.sh" >/dev/null
-fi
+fresh_state "spark standalone" "$state" "$here/stop.sh" master worker
 
 # The address: the root namespace's end of the ssh hosts' bridge. 127.0.0.1 would
 # not do: inside a namespace it is that namespace's own loopback.

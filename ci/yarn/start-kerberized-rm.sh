@@ -87,15 +87,7 @@ conf="$state/conf"
 {
   echo '<?xml version="1.0"?>'
   echo '<configuration>'
-  prop yarn.resourcemanager.hostname 127.0.0.1
-  prop yarn.resourcemanager.address "127.0.0.1:$p_rm"
-  prop yarn.resourcemanager.scheduler.address "127.0.0.1:$p_sched"
-  prop yarn.resourcemanager.resource-tracker.address "127.0.0.1:$p_track"
-  prop yarn.resourcemanager.admin.address "127.0.0.1:$p_admin"
-  prop yarn.resourcemanager.webapp.address "127.0.0.1:$p_web"
-  prop yarn.resourcemanager.webapp.https.address "127.0.0.1:$p_webs"
-  prop yarn.resourcemanager.scheduler.class \
-    org.apache.hadoop.yarn.server.resourcemanager.scheduler.capacity.CapacityScheduler
+  rm_props "$p_rm" "$p_sched" "$p_track" "$p_admin" "$p_web" "$p_webs"
   echo '</configuration>'
 } > "$conf/yarn-site.xml"
 {

@@ -21,17 +21,7 @@ nm_mb=${KY_YARN_NM_MB:-8192}
 cp_file="$here/.cache/classpath.txt"
 t_start=$(date +%s.%N)
 
-for name in rm nm; do
-  pid=$(cat "$state/$name.pid" 2>/dev/null || true)
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    echo "yarn already running (state in $state); run ci/yarn/stop.sh first" >&2
-    exit 1
-  fi
-done
-if [ -f "$state/env" ] || [ -f "$state/rm.pid" ] || [ -f "$state/nm.pid" ]; then
-  echo "stale yarn state in $state (daemons gone): cleaning up"
-  bash "$here/stop.sh" >/dev/null
-fi
+fresh_state yarn "$state" "$here/stop.sh" rm nm
 [ -s "$cp_file" ] || { echo "$cp_file missing: run ci/yarn/install.sh" >&2; exit 1; }
 # The python that runs the Spark driver inside containers. Resolve pyenv shims to
 # the real interpreter: containers get a minimal environment without pyenv's PATH.
@@ -72,15 +62,7 @@ conf="$state/conf"
 {
   echo '<?xml version="1.0"?>'
   echo '<configuration>'
-  prop yarn.resourcemanager.hostname 127.0.0.1
-  prop yarn.resourcemanager.address "127.0.0.1:$p_rm"
-  prop yarn.resourcemanager.scheduler.address "127.0.0.1:$p_sched"
-  prop yarn.resourcemanager.resource-tracker.address "127.0.0.1:$p_track"
-  prop yarn.resourcemanager.admin.address "127.0.0.1:$p_admin"
-  prop yarn.resourcemanager.webapp.address "127.0.0.1:$p_web"
-  prop yarn.resourcemanager.webapp.https.address "127.0.0.1:$p_webs"
-  prop yarn.resourcemanager.scheduler.class \
-    org.apache.hadoop.yarn.server.resourcemanager.scheduler.capacity.CapacityScheduler
+  rm_props "$p_rm" "$p_sched" "$p_track" "$p_admin" "$p_web" "$p_webs"
   prop yarn.scheduler.minimum-allocation-mb 256
   prop yarn.scheduler.maximum-allocation-mb "$nm_mb"
   prop yarn.scheduler.maximum-allocation-vcores 8
