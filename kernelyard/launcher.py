@@ -196,9 +196,12 @@ def _kernelyard_spark_session():
         if "sc" in made:
             made["sc"].cancelAllJobs()
 
-    from py4j.protocol import Py4JError
-
-    shell.set_custom_exc((Py4JError,), show_py4j_error)
+    try:
+        from py4j.protocol import Py4JError
+    except ImportError:  # no pyspark: `spark` and `sc` say so when used
+        pass
+    else:
+        shell.set_custom_exc((Py4JError,), show_py4j_error)
     shell.events.register("post_run_cell", cancel_jobs_after_interrupt)
     shell.user_ns.update(pending)
     if settings.get("mode") == "eager":

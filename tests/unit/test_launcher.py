@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -594,3 +595,24 @@ def test_spark_conf_options_must_be_key_value() -> None:
         launcher.parse_args(["--kernel-id", "k1", "--spark-conf", "novalue", "--", "true"])
     with pytest.raises(SystemExit):
         launcher.parse_args(["--kernel-id", "k1", "--spark-session", "sometimes", "--", "true"])
+
+
+def test_spark_startup_without_pyspark_explains_on_first_use() -> None:
+    """A kernel whose Python lacks pyspark still starts; `sc` then says why it is missing."""
+    code = textwrap.dedent('''
+        import json, os, sys
+        sys.modules["pyspark"] = sys.modules["py4j"] = None  # as if not installed
+        os.environ["KERNELYARD_SPARK"] = json.dumps({"mode": "lazy"})
+        from IPython.core.interactiveshell import InteractiveShell
+        from kernelyard.launcher import SPARK_STARTUP
+        shell = InteractiveShell.instance()
+        print("STARTUP", shell.run_cell(SPARK_STARTUP).success)
+        print("USE", repr(shell.run_cell("sc.version").error_in_exec))
+    ''')
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    lines = dict(line.split(" ", 1) for line in run.stdout.splitlines()
+                 if line.startswith(("STARTUP ", "USE ")))
+    assert lines.get("STARTUP") == "True", run.stdout + run.stderr
+    assert "the Spark session could not be created" in lines.get("USE", ""), run.stdout
+    assert "pyspark" in lines["USE"], run.stdout
