@@ -545,7 +545,10 @@ class Kernel:
         if shutil.which(argv[0], path=env.get("PATH")) is None:
             raise FileNotFoundError(2, "no such executable", argv[0])
         if sys.platform.startswith("linux"):
-            argv = [sys.executable, "-c", DIE_WITH_LAUNCHER, str(os.getpid()), *argv]
+            # -I -S: no site-packages and no PYTHON* variables for this short step
+            # (a third of a plain start); the kernel it execs gets the env unchanged.
+            argv = [sys.executable, "-I", "-S", "-c", DIE_WITH_LAUNCHER, str(os.getpid()),
+                    *argv]
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             self.proc = subprocess.Popen(

@@ -386,6 +386,17 @@ def test_shutdown_kills_the_whole_group_and_the_launcher_exits(launch: Launch, h
 
 
 @pytest.mark.timeout(60)
+def test_kernel_dies_with_a_killed_launcher(launch: Launch) -> None:
+    """A resource manager SIGKILLing the launcher alone (a YARN container's main
+    process) must not leave the kernel, which runs in a session of its own, behind."""
+    run = launch()
+    kernel_pid = run.report()["pid"]
+    assert os.getsid(kernel_pid) != os.getsid(run.pid)
+    os.kill(run.pid, signal.SIGKILL)
+    assert wait_until(lambda: not alive(kernel_pid), timeout=20), "the kernel outlived it"
+
+
+@pytest.mark.timeout(60)
 def test_shutdown_sigkills_after_the_grace(launch: Launch) -> None:
     ignores_sigterm = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
                        "open(sys.argv[1] + '.ready', 'w').close(); time.sleep(300)")
