@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+SSH_STATE = Path(os.environ.get("KY_SSH_STATE", "/tmp/kernelyard-ssh-hosts"))
 
 
 def state_env(env_file: Path, start: str) -> dict[str, str]:
@@ -14,3 +17,8 @@ def state_env(env_file: Path, start: str) -> dict[str, str]:
         pytest.fail(f"{env_file} is missing: start the part with `{start}` (as root)")
     pairs = (line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
     return dict(pairs)
+
+
+def ssh_hosts() -> dict[str, str]:
+    """ci/ssh-hosts' state (KY_SSH_HOSTS, KY_SSH_GATEWAY_IP, KY_SSH_KEY, ...)."""
+    return state_env(SSH_STATE / "env", "bash ci/ssh-hosts/start.sh 3")

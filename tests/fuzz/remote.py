@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,22 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
-
 from tests.gateway import SECRETS, Gateway, start_gateway
 
-STATE = Path(os.environ.get("KY_SSH_STATE", "/tmp/kernelyard-ssh-hosts"))
 REMOTE_PY = "/usr/bin/python3"
 PY_KERNEL = [REMOTE_PY, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-
-
-def ssh_hosts() -> dict[str, str]:
-    """ci/ssh-hosts' state (KY_SSH_HOSTS, KY_SSH_GATEWAY_IP, ...); fails if they are down."""
-    env_file = STATE / "env"
-    if not env_file.exists():
-        pytest.fail("SSH hosts are not running: run `bash ci/ssh-hosts/start.sh 3` (as root)")
-    pairs = (line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-    return dict(pairs)
 
 
 @dataclass

@@ -38,12 +38,12 @@ from tests.fuzz.remote import (
     Callback,
     Interceptor,
     raw_request,
-    ssh_hosts,
     start_ssh_gateway,
     write_ssh_spec,
 )
 from tests.gateway import Gateway
 from tests.procs import wait_gone
+from tests.realparts import ssh_hosts
 
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

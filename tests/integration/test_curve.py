@@ -13,22 +13,16 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.gateway import Gateway, start_gateway
-from tests.realparts import state_env
+from tests.realparts import ssh_hosts
 
-STATE = Path(os.environ.get("KY_SSH_STATE", "/tmp/kernelyard-ssh-hosts"))
 ETH_P_ALL = 0x0003
 CODE = "print('ky-' + 'clear' + '-marker')"
 # A venv every user can run, with an ipykernel that reads CurveZMQ keys (ci/kernel-venv.sh).
 KERNEL_PYTHON = os.environ.get("KY_KERNEL_VENV", "/opt/kernelyard/kernel-venv") + "/bin/python"
-
-
-def _hosts() -> dict[str, str]:
-    return state_env(STATE / "env", "bash ci/ssh-hosts/start.sh 3")
 
 
 class Capture:
@@ -65,7 +59,7 @@ class Capture:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    hosts = _hosts()
+    hosts = ssh_hosts()
     root = tmp_path_factory.mktemp("curve")
     h1 = hosts["KY_SSH_HOSTS"].split(",")[0]
     if not os.access(KERNEL_PYTHON, os.X_OK):
@@ -87,7 +81,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 def _execute_captured(gw: Gateway, spec: str) -> tuple[dict, bytes]:
     """Start a kernel and run CODE in it while capturing the bridge (ZMTP greetings too)."""
-    with Capture(_hosts()["KY_SSH_BRIDGE"]) as capture:
+    with Capture(ssh_hosts()["KY_SSH_BRIDGE"]) as capture:
         kid = gw.start_kernel(spec)
         try:
             ks = gw.connect(kid)

@@ -28,6 +28,7 @@ import websocket
 
 from tests.gateway import Gateway, start_gateway
 from tests.kernelspecs import IPYKERNEL, make_test_kernelspecs, write_spec
+from tests.realparts import ssh_hosts
 
 PER_USER_LIMIT = 2
 CLIENT_SECRET = "s3cret-value-" + uuid.uuid4().hex  # a client env value that must stay hidden
@@ -440,16 +441,8 @@ def test_a_bad_policy_setting_stops_the_gateway(tmp_path: Path) -> None:
     assert "KERNEL_GPUS" in str(failed.value)
 
 
-def _ssh_hosts() -> dict[str, str]:
-    """The SSH hosts of ci/ssh-hosts (a remote kernel outlives its gateway; local ones don't)."""
-    env_file = Path(os.environ.get("KY_SSH_STATE", "/tmp/kernelyard-ssh-hosts")) / "env"
-    if not env_file.exists():
-        pytest.fail("SSH hosts are not running: run `bash ci/ssh-hosts/start.sh 3` (as root)")
-    return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-
-
 def test_the_owner_survives_a_gateway_restart(tmp_path: Path) -> None:
-    hosts = _ssh_hosts()
+    hosts = ssh_hosts()
     write_spec(tmp_path / "jupyter", "ssh_py",
                ["kernelyard-launcher", "--", "/usr/bin/python3", "-m", "ipykernel_launcher",
                 "-f", "{connection_file}"],

@@ -37,9 +37,10 @@ from kernelyard.auth.principal import Principal
 from kernelyard.errors import BackendUnavailable, ConfigError, Forbidden
 from tests.gateway import LISTENING, Gateway, KernelSocket, free_port, start_gateway, stop_process
 from tests.kernelspecs import write_spec
+from tests.realparts import state_env
 
 STATE = Path(os.environ.get("KY_HUB_STATE", "/tmp/kernelyard-jupyterhub"))
-START = "`bash ci/jupyterhub/install.sh && bash ci/jupyterhub/start.sh` (as root)"
+START = "bash ci/jupyterhub/install.sh && bash ci/jupyterhub/start.sh"
 SHARED = "shared-test-token"
 
 
@@ -103,11 +104,7 @@ class Hub:
 
 @pytest.fixture(scope="module")
 def hub() -> Hub:
-    env_file = STATE / "env"
-    if not env_file.is_file():
-        pytest.fail(f"JupyterHub is not running ({env_file} missing): run {START}")
-    pairs = (line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-    found = Hub(dict(pairs))
+    found = Hub(state_env(STATE / "env", START))
     try:
         status, model = found.api("GET", "/user")
     except OSError as e:

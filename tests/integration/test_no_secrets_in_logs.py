@@ -36,10 +36,11 @@ import pytest
 import websocket
 
 from kernelyard.store import StoreFactory
-from tests.fuzz.remote import Interceptor, raw_request, ssh_hosts, start_ssh_gateway, write_ssh_spec
+from tests.fuzz.remote import Interceptor, raw_request, start_ssh_gateway, write_ssh_spec
 from tests.gateway import SECRETS, Gateway, KernelSocket
 from tests.kernelspecs import make_test_kernelspecs
 from tests.procs import wait_gone
+from tests.realparts import ssh_hosts
 
 # Shapes of secrets, whatever their value: a log line must not match any of these.
 SECRET_PATTERNS = {

@@ -26,9 +26,9 @@ import pytest
 
 from tests.gateway import Gateway, free_port, start_gateway, stop_process
 from tests.procs import wait_gone
+from tests.realparts import ssh_hosts
 
 USERS_STATE = Path(os.environ.get("KY_USERS_STATE", "/tmp/kernelyard-users"))
-SSH_STATE = Path(os.environ.get("KY_SSH_STATE", "/tmp/kernelyard-ssh-hosts"))
 USER_PY = "/usr/bin/python3"  # readable by every user (the gateway's venv is under /root)
 KERNEL = [USER_PY, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 RUNTIME = ".local/share/jupyter/runtime"
@@ -69,17 +69,9 @@ def _spec(root: Path, name: str, argv: list[str], provisioner: str, **config: An
     (folder / "kernel.json").write_text(json.dumps(spec))
 
 
-def _ssh_hosts() -> dict[str, str]:
-    env_file = SSH_STATE / "env"
-    if not env_file.exists():
-        pytest.fail("SSH hosts are not running: run `bash ci/ssh-hosts/start.sh 3` (as root)")
-    pairs = (line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-    return dict(pairs)
-
-
 @pytest.fixture(scope="module")
 def hosts() -> dict[str, str]:
-    return _ssh_hosts()
+    return ssh_hosts()
 
 
 @pytest.fixture(scope="module")

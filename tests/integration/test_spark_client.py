@@ -19,16 +19,15 @@ import pytest
 
 from tests import yarncluster
 from tests.gateway import Gateway, start_gateway
-from tests.realparts import state_env
+from tests.realparts import ssh_hosts, state_env
 
-SSH_STATE = Path(os.environ.get("KY_SSH_STATE", "/tmp/kernelyard-ssh-hosts"))
 SPARK_STATE = Path(os.environ.get("KY_SPARK_STATE", "/tmp/kernelyard-spark"))
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
 def parts() -> dict[str, str]:
-    return {**state_env(SSH_STATE / "env", "bash ci/ssh-hosts/start.sh 3"),
+    return {**ssh_hosts(),
             **state_env(SPARK_STATE / "env", "bash ci/spark-standalone/start.sh")}
 
 

@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
+from tests.realparts import ssh_hosts, state_env
+
 SPARK_STATE = Path(os.environ.get("KY_SPARK_STATE", "/tmp/kernelyard-spark"))
-SSH_STATE = Path(os.environ.get("KY_SSH_STATE", "/tmp/kernelyard-ssh-hosts"))
 REMOTE_PY = "/usr/bin/python3"
 RUN_TIMEOUT = 240  # seconds per driver run; about 10-25 s on two busy cores
 
@@ -72,17 +73,9 @@ print("RESULT " + json.dumps(result), flush=True)
 """
 
 
-def _read_env(path: Path, how: str) -> dict[str, str]:
-    if not path.is_file():
-        pytest.fail(f"{path} missing: {how}")
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return dict(pairs)
-
-
 @pytest.fixture(scope="module")
 def hosts() -> dict[str, str]:
-    return _read_env(SSH_STATE / "env", "the ssh hosts are not running; run "
-                     "`bash ci/ssh-hosts/start.sh 3` (as root)")
+    return ssh_hosts()
 
 
 def _master_json(spark: dict[str, str]) -> dict[str, Any]:
@@ -93,8 +86,7 @@ def _master_json(spark: dict[str, str]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def spark(hosts: dict[str, str]) -> dict[str, str]:
-    env = _read_env(SPARK_STATE / "env", "Spark standalone is not running; run "
-                    "`bash ci/spark-standalone/start.sh` (as root, after the ssh hosts)")
+    env = state_env(SPARK_STATE / "env", "bash ci/spark-standalone/start.sh")
     try:
         state = _master_json(env)
     except OSError as e:

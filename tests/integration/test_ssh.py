@@ -16,20 +16,15 @@ import pytest
 
 from tests.gateway import Gateway, start_gateway
 from tests.procs import alive, wait_gone
-from tests.realparts import state_env
+from tests.realparts import SSH_STATE, ssh_hosts
 
-STATE = Path(os.environ.get("KY_SSH_STATE", "/tmp/kernelyard-ssh-hosts"))
 REMOTE_PY = "/usr/bin/python3"
 PY_KERNEL = [REMOTE_PY, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
 
-def _hosts_env() -> dict[str, str]:
-    return state_env(STATE / "env", "bash ci/ssh-hosts/start.sh 3")
-
-
 @pytest.fixture(scope="module")
 def hosts() -> dict[str, str]:
-    env = _hosts_env()
+    env = ssh_hosts()
     if len(env["KY_SSH_HOSTS"].split(",")) < 3:
         pytest.fail("the SSH tests need 3 hosts: `bash ci/ssh-hosts/start.sh 3`")
     return env
@@ -216,7 +211,7 @@ def test_kernels_can_stop_with_the_gateway(ssh_root: Path, hosts: dict[str, str]
 
 def test_down_host_named_and_next_start_goes_elsewhere(gw: Gateway, hosts: dict[str, str]) -> None:
     h3 = hosts["KY_SSH_HOSTS"].split(",")[2]
-    pid_file = STATE / "sshd_h3.pid"
+    pid_file = SSH_STATE / "sshd_h3.pid"
     if pid_file.exists():  # stop h3's sshd (a run before may have stopped it already)
         os.kill(int(pid_file.read_text()), signal.SIGTERM)
         deadline = time.monotonic() + 10

@@ -24,10 +24,10 @@ import pytest
 from kernelyard.errors import BackendUnavailable, ConfigError
 from kernelyard.provisioners import yarn
 from kernelyard.provisioners.yarn_rm import ResourceManager
+from tests.realparts import state_env
 
 STATE = Path(os.environ.get("KY_YARN_KRB_STATE", "/tmp/kernelyard-yarn-krb"))
-START = ("`bash ci/kdc/start.sh && bash ci/yarn/start-kerberized-rm.sh` "
-         "(as root, after ci/yarn/install.sh and ci/kdc/install.sh)")
+START = "bash ci/kdc/start.sh && bash ci/yarn/start-kerberized-rm.sh"
 
 
 class Hidden(str):
@@ -37,19 +37,12 @@ class Hidden(str):
         return "<hidden token>"
 
 
-def _env_file(path: Path, what: str) -> dict[str, str]:
-    if not path.is_file():
-        pytest.fail(f"{what} is not running ({path} missing): run {START}")
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return dict(pairs)
-
-
 @pytest.fixture(scope="module")
 def krb_rm() -> Iterator[dict[str, str]]:
     """The Kerberized RM's env plus the KDC's, with KRB5_CONFIG set for this module."""
     pytest.importorskip("gssapi", reason="pip install 'kernelyard[kerberos]'")
-    env = _env_file(STATE / "env", "the Kerberized ResourceManager")
-    env |= _env_file(Path(env["KY_KDC_STATE"]) / "env", "the KDC")
+    env = state_env(STATE / "env", START)
+    env |= state_env(Path(env["KY_KDC_STATE"]) / "env", "bash ci/kdc/start.sh")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KRB5_CONFIG", env["KRB5_CONFIG"])
         yield env
