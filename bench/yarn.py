@@ -38,8 +38,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -53,11 +51,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from rm_proxy import CountingProxy  # noqa: E402
 
 from tests.gateway import Gateway, free_port, start_gateway, stop_process  # noqa: E402
+from tests.yarncluster import ACTIVE, apps, kill, rm  # noqa: E402
 
 STATE = Path(os.environ.get("KY_YARN_STATE", "/tmp/kernelyard-yarn"))
 RESULTS = ROOT / "bench" / "results"
 SPEC = "spark_python_yarn_cluster"
-ACTIVE = "NEW,NEW_SAVING,SUBMITTED,ACCEPTED,RUNNING"
 START_TIMEOUT = 400  # seconds for one POST on two busy cores
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 C1 = "-XX:TieredStopAtLevel=1"  # faster JVM start on two cores (as tests/integration does)
@@ -75,17 +73,10 @@ class Yarn:
         self.rm_url = self.env["KY_YARN_RM_URL"]
 
     def rm(self, path: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.rm_url + path, data=data, method=method,
-                                     headers={"Accept": "application/json",
-                                              "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=15) as resp:
-            return json.loads(resp.read() or b"null")
+        return rm(self.env, path, method, body)
 
     def apps(self, tag: str, states: str = "") -> list[dict[str, Any]]:
-        query = {"applicationTags": tag, **({"states": states} if states else {})}
-        listed = self.rm("/ws/v1/cluster/apps?" + urllib.parse.urlencode(query))["apps"]
-        return (listed or {}).get("app", [])
+        return apps(self.env, tag, states or None)
 
     def app_of_kernel(self, tag: str, kernel_id: str) -> dict[str, Any] | None:
         """The newest app of the run whose name holds the kernel id (both gateways do that)."""
@@ -97,7 +88,7 @@ class Yarn:
         left = self.apps(tag, ACTIVE)
         for app in left:
             with contextlib.suppress(OSError):
-                self.rm(f"/ws/v1/cluster/apps/{app['id']}/state", "PUT", {"state": "KILLED"})
+                kill(self.env, app["id"])
         return [a["id"] for a in left]
 
     def wait_inactive(self, tag: str, timeout: float = 90) -> list[str]:
