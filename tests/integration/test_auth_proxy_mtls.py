@@ -6,10 +6,12 @@ which shows the identity each authenticator established.
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,23 +63,91 @@ def test_without_the_secret_or_a_valid_user_it_is_401(proxied: Gateway,
     assert "mallory@" not in proxied.log() and SECRET not in proxied.log()
 
 
+def _get_from(gw: Gateway, source: str, headers: dict[str, str]) -> int:
+    """GET /api/kernels over a socket bound to ``source`` (any 127.0.0.0/8 address)."""
+    parsed = urllib.parse.urlsplit(gw.url)
+    conn = http.client.HTTPConnection(parsed.hostname or "", parsed.port, timeout=30,
+                                      source_address=(source, 0))
+    try:
+        conn.request("GET", "/api/kernels", headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def _proxy_gateway(tmp_path: Path, *args: str, secret: str | None = SECRET) -> Gateway:
+    return start_gateway(tmp_path, "--KernelyardApp.authenticators=['proxy-header']",
+                         "--log-level=DEBUG", *args, token=None,
+                         env={"KERNELYARD_PROXY_SECRET": secret or ""})
+
+
 def test_trusted_proxies_are_checked_by_address(tmp_path: Path) -> None:
-    gw = start_gateway(tmp_path, "--KernelyardApp.authenticators=['proxy-header']",
-                       "--log-level=DEBUG", "--ProxyHeaderAuthenticator.trusted_proxies=10.0.0.0/8",
-                       token=None)
+    gw = _proxy_gateway(tmp_path, "--ProxyHeaderAuthenticator.trusted_proxies=10.1.2.3",
+                        secret=None)
     try:
         assert _get(gw, "/api/kernels", {"X-Kernelyard-User": "alice"}) == 401
     finally:
         gw.stop()
-    gw = start_gateway(tmp_path, "--KernelyardApp.authenticators=['proxy-header']",
-                       "--log-level=DEBUG",
-                       "--ProxyHeaderAuthenticator.trusted_proxies=127.0.0.1/32",
-                       token=None)
+    gw = _proxy_gateway(tmp_path, "--ProxyHeaderAuthenticator.trusted_proxies=127.0.0.1/32")
     try:
-        assert _get(gw, "/api/kernels", {"X-Kernelyard-User": "bob"}) == 200
+        assert _get(gw, "/api/kernels", {"X-Kernelyard-User": "bob",
+                                         "X-Kernelyard-Proxy-Secret": SECRET}) == 200
         assert gw.log_shows("(bob@127.0.0.1)")
     finally:
         gw.stop()
+
+
+@pytest.fixture(scope="module")
+def behind_xheaders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """trust_xheaders on, the proxy on 127.0.0.2 (with the secret, which the attacker
+    below also has: the address must still decide)."""
+    gw = _proxy_gateway(tmp_path_factory.mktemp("xheaders"), "--KernelyardApp.trust_xheaders=True",
+                        "--ProxyHeaderAuthenticator.trusted_proxies=127.0.0.2")
+    yield gw
+    gw.stop()
+
+
+@pytest.mark.parametrize("forged", [
+    {"X-Forwarded-For": "127.0.0.2"},
+    {"X-Real-Ip": "127.0.0.2"},
+    {"X-Forwarded-For": "10.9.9.9, 127.0.0.2", "X-Real-Ip": "127.0.0.2"},
+])
+def test_forwarded_for_headers_do_not_make_a_client_the_proxy(behind_xheaders: Gateway,
+                                                            forged: dict[str, str]) -> None:
+    headers = {"X-Kernelyard-User": "alice", "X-Kernelyard-Proxy-Secret": SECRET, **forged}
+    assert _get_from(behind_xheaders, "127.0.0.1", headers) == 401
+    assert "(alice@" not in behind_xheaders.log()
+
+
+def test_the_proxy_is_recognised_by_its_socket_address(behind_xheaders: Gateway) -> None:
+    headers = {"X-Kernelyard-User": "bob", "X-Kernelyard-Proxy-Secret": SECRET}
+    assert _get_from(behind_xheaders, "127.0.0.2", headers) == 200
+    # The proxy's own X-Forwarded-For is only a log label: it decides nothing.
+    headers["X-Forwarded-For"] = "10.9.9.9"
+    assert _get_from(behind_xheaders, "127.0.0.2", headers) == 200
+    assert behind_xheaders.log_shows("(bob@10.9.9.9)")
+    del headers["X-Kernelyard-Proxy-Secret"]
+    assert _get_from(behind_xheaders, "127.0.0.2", headers) == 401
+
+
+@pytest.mark.parametrize(("args", "secret", "names"), [
+    (["--ProxyHeaderAuthenticator.trusted_proxies=0.0.0.0/0"], SECRET, "0.0.0.0/0"),
+    (["--ProxyHeaderAuthenticator.trusted_proxies=::/0"], SECRET, "::/0"),
+    (["--ProxyHeaderAuthenticator.trusted_proxies=10.0.0.0/8"], None, "10.0.0.0/8"),
+    (["--ProxyHeaderAuthenticator.trusted_proxies=127.0.0.1"], None, "secret"),
+    (["--ProxyHeaderAuthenticator.trusted_proxies=127.0.0.0/28",
+      "--KernelyardApp.trust_xheaders=True"], None, "secret"),
+    (["--ProxyHeaderAuthenticator.trusted_proxies=::ffff:10.1.2.3"], None, "IPv4"),
+    ([], None, "ProxyHeaderAuthenticator.secret"),
+], ids=["everyone-v4", "everyone-v6", "a-/8", "loopback-no-secret", "loopback-net-xheaders",
+        "v4-mapped", "nothing"])
+def test_a_spoofable_proxy_configuration_stops_the_gateway(tmp_path: Path, args: list[str],
+                                                          secret: str | None,
+                                                          names: str) -> None:
+    with pytest.raises(RuntimeError, match="gateway did not start") as failed:
+        _proxy_gateway(tmp_path, *args, secret=secret).stop()
+    assert "ProxyHeaderAuthenticator" in str(failed.value) and names in str(failed.value)
+    assert "Traceback" not in str(failed.value)
 
 
 # ---- mutual TLS -------------------------------------------------------------------
