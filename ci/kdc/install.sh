@@ -3,7 +3,10 @@
 #   1. Debian's MIT Kerberos: krb5-kdc, krb5-admin-server (kadmin.local), krb5-user
 #      (kinit, klist) and libkrb5-dev (headers and krb5-config, to build gssapi);
 #   2. the python gssapi package into $KY_KDC_PYTHON's environment, from a wheel built
-#      once (PyPI has only an sdist for Linux; it compiles against libkrb5-dev).
+#      once (PyPI has only an sdist for Linux; it compiles against libkrb5-dev);
+#   3. requests-gssapi, the SPNEGO client the tests sign in with (it needs gssapi, so it
+#      is installed here and not with the [test] extra, which pip installs before this);
+#   4. checks that curl can do SPNEGO (curl --negotiate), as the tests use it too.
 # Usage: bash ci/kdc/install.sh         (as root: it runs apt-get)
 # Env:   KY_KDC_PYTHON  Python to install gssapi into (default: the active venv's, else
 #                       the repo's .venv, else python3 on PATH)
@@ -16,6 +19,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 gssapi_version=1.12.0
+requests_gssapi_version=1.4.0
 default_python=python3
 if [ -n "${VIRTUAL_ENV:-}" ]; then
   default_python=$VIRTUAL_ENV/bin/python
@@ -72,3 +76,19 @@ if [ "$installed" != "$gssapi_version" ]; then
 fi
 "$python" -c 'import gssapi' || { echo "gssapi does not import in $python" >&2; exit 1; }
 echo "gssapi $gssapi_version for $python ($((SECONDS - t0)) s)"
+
+t0=$SECONDS
+installed=$("$python" -c 'import importlib.metadata as m; print(m.version("requests-gssapi"))' \
+  2>/dev/null || true)
+if [ "$installed" != "$requests_gssapi_version" ]; then
+  "$python" -m pip install -q --root-user-action=ignore --find-links "$wheels" \
+    "gssapi==$gssapi_version" "requests-gssapi==$requests_gssapi_version"
+fi
+"$python" -c 'import requests_gssapi' || { echo "requests-gssapi does not import" >&2; exit 1; }
+echo "requests-gssapi $requests_gssapi_version for $python ($((SECONDS - t0)) s)"
+if ! curl -V 2>/dev/null | grep -q '^Features:.*SPNEGO'; then
+  echo "installing curl (apt): the tests run curl --negotiate"
+  DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 \
+    install --no-install-recommends curl libcurl4 > /dev/null
+  curl -V | grep -q '^Features:.*SPNEGO' || { echo "curl has no SPNEGO support" >&2; exit 1; }
+fi

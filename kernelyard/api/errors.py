@@ -19,7 +19,7 @@ from tornado import web
 
 from .. import errors
 from ..audit import AuditEvent, result_of, should_write
-from ..auth.provider import PrincipalUser
+from ..auth.provider import PrincipalUser, add_auth_headers
 
 STATUS_FOR_ERROR: list[tuple[type[errors.KernelyardError], int]] = [
     (errors.InvalidRequest, 400),
@@ -113,6 +113,7 @@ class GatewayHandlerMixin:
         status, message = status_and_message(exc, status_code)
         handler._audit_reason = message
         handler.set_status(status)
+        add_auth_headers(handler, status)
         handler.set_header("Content-Type", "application/json")
         reason = responses.get(status, "Error")
         handler.finish(json.dumps({"reason": reason, "message": message}))

@@ -138,6 +138,7 @@ class ApiTokenAuthenticator(Authenticator):
 
     name = "api-token"
     explicit_credentials = True
+    challenge = "Bearer"
 
     def __init__(self, tokens: TokenStore | None = None, pepper: bytes | None = None,
                  **kwargs: Any):

@@ -117,6 +117,7 @@ class JupyterHubAuthenticator(Authenticator):
 
     name = "jupyterhub"
     explicit_credentials = True
+    challenge = "Bearer"
 
     hub_api_url = Unicode(
         "", config=True,

@@ -5,9 +5,11 @@ gateway's keytab (``HTTP/<gateway host>``); the client's principal ``alice@REALM
 becomes the user ``alice`` when REALM is one of ``realms``. Service principals
 (``name/instance@REALM``) are refused. See docs/kerberos.md.
 
-Mutual authentication: the acceptor's output token is kept per request, and the
-handler that answers may send it back with ``www_authenticate(request)``; clients
-that require mutual authentication need that header on the response.
+HTTP (RFC 4559): every 401 of the gateway offers ``WWW-Authenticate: Negotiate``
+(``challenge``), which is what makes browsers, curl and requests-gssapi send a
+ticket. The acceptor's output token (mutual authentication) is kept per request
+and goes out as ``WWW-Authenticate: Negotiate <token>`` on the response
+(``reply_headers``; the identity provider sets it, also on a websocket's 101).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class KerberosAuthenticator(Authenticator):
     #: Browsers send Negotiate on their own (like cookies) for trusted domains, so a
     #: Kerberos request keeps jupyter_server's cross-origin checks.
     explicit_credentials = False
+    challenge = "Negotiate"
 
     keytab = Unicode(
         "", config=True,
@@ -70,6 +73,11 @@ class KerberosAuthenticator(Authenticator):
         if token:
             _OUTPUT_TOKENS[request] = token
         return Principal(name=user, via="kerberos")
+
+    def reply_headers(self, request: HTTPServerRequest) -> dict[str, str]:
+        """``WWW-Authenticate: Negotiate <token>`` when the acceptor produced a token."""
+        value = www_authenticate(request)
+        return {"WWW-Authenticate": value} if value else {}
 
     def _accept(self, header: str) -> tuple[str, str | None]:
         """Blocking: the ticket's user name and the output token (runs in a thread)."""

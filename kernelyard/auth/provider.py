@@ -19,6 +19,12 @@ True for credentials a browser never sends on its own, such as a token
 header, which lets the request skip jupyter_server's cross-origin checks, as
 jupyter_server does for its token).
 
+HTTP challenges: ``add_auth_headers`` (called where errors become responses) puts
+one ``WWW-Authenticate`` header per enabled authenticator's ``challenge`` on every
+401, and re-adds the accepted authenticator's ``reply_headers`` (SPNEGO's mutual
+authentication token), which ``_user`` already set on the handler, after an error
+response cleared the headers.
+
 Handlers get a ``PrincipalUser``: a jupyter_server ``User`` that carries the
 ``Principal``. Code below the handlers asks ``principal_of(handler)``.
 """
@@ -45,6 +51,7 @@ GROUP = "kernelyard.authenticators"
 SETTING = "KernelyardApp.authenticators"
 MISSING = "authentication required: send 'Authorization: token ...'"
 _PENDING = "_kernelyard_identity"  # the handler attribute that memoizes one request's user
+_REPLY = "_kernelyard_auth_reply"  # the accepted authenticator's response headers
 
 
 @dataclass
@@ -135,6 +142,17 @@ class GatewayIdentityProvider(IdentityProvider):  # type: ignore[misc]
         return any(getattr(auth, "enabled", True) for auth in self._chain)
 
     @property
+    def challenges(self) -> list[str]:
+        """The ``WWW-Authenticate`` challenges of a 401: one per enabled authenticator
+        that has one, in chain order, without repeats."""
+        found: list[str] = []
+        for auth in self._chain or []:
+            value = getattr(auth, "challenge", "")
+            if value and getattr(auth, "enabled", True) and value not in found:
+                found.append(value)
+        return found
+
+    @property
     def login_available(self) -> bool:
         return False
 
@@ -190,10 +208,28 @@ class GatewayIdentityProvider(IdentityProvider):  # type: ignore[misc]
             principal, auth = found
             if getattr(auth, "explicit_credentials", False):
                 handler._token_authenticated = True  # type: ignore[attr-defined]
+            reply = auth.reply_headers(handler.request)
+            setattr(handler, _REPLY, reply)
+            for name, value in reply.items():
+                handler.set_header(name, value)
             return user_for(principal)
         if not self.auth_enabled:
             return user_for(self.anonymous)
         raise Unauthorized(MISSING)
+
+
+def add_auth_headers(handler: web.RequestHandler, status: int) -> None:
+    """Put the authentication headers on an error response being written: the
+    challenges on a 401 (RFC 7235 requires at least one), and the accepted
+    authenticator's reply headers (which ``clear()`` removed) on anything else."""
+    if status == 401:
+        provider = getattr(handler, "identity_provider", None)
+        if isinstance(provider, GatewayIdentityProvider):
+            for challenge in provider.challenges:
+                handler.add_header("WWW-Authenticate", challenge)
+        return
+    for name, value in getattr(handler, _REPLY, {}).items():
+        handler.set_header(name, value)
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

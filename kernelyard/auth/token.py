@@ -59,6 +59,8 @@ class SharedTokenAuthenticator(Authenticator):
     #: A token is never sent by a browser on its own, so (as in jupyter_server)
     #: a request carrying it may skip the cross-origin checks.
     explicit_credentials = True
+    #: RFC 6750's scheme; ``Authorization: token <T>`` (Jupyter's) is accepted too.
+    challenge = "Bearer"
 
     token = Unicode(
         help="The shared token; set through KernelyardApp.auth_token or "
