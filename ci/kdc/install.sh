@@ -88,7 +88,8 @@ fi
 echo "requests-gssapi $requests_gssapi_version for $python ($((SECONDS - t0)) s)"
 if ! curl -V 2>/dev/null | grep -q '^Features:.*SPNEGO'; then
   echo "installing curl (apt): the tests run curl --negotiate"
-  DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 \
-    install --no-install-recommends curl libcurl4 > /dev/null
+  curl_apt() { DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 "$@"; }
+  curl_apt install --no-install-recommends curl libcurl4 > /dev/null 2>&1 ||
+    { curl_apt update > /dev/null && curl_apt install --no-install-recommends curl libcurl4 > /dev/null; }
   curl -V | grep -q '^Features:.*SPNEGO' || { echo "curl has no SPNEGO support" >&2; exit 1; }
 fi
