@@ -23,6 +23,7 @@ frame); nothing else escapes the parsers.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import struct
@@ -90,7 +91,7 @@ def parse_v1(frame: str | bytes) -> ClientMessage:
     if offsets[-1] != len(frame):
         raise BadFrame("the last v1 offset is not the frame's end")
     channel = _channel(frame[offsets[0]:offsets[1]])
-    parts = [frame[a:b] for a, b in zip(offsets[1:-1], offsets[2:], strict=True)]
+    parts = [frame[a:b] for a, b in itertools.pairwise(offsets[1:])]
     header, parent, metadata, content = (_json_object(p, what) for p, what in
                                          zip(parts, _PART_NAMES, strict=False))
     _check_header(header)
@@ -146,7 +147,7 @@ def _offsets(frame: bytes, word: int, fmt: str) -> list[int]:
     offsets = list(struct.unpack_from(fmt[0] + fmt[1] * count, frame, word))
     if offsets[0] != table_end:
         raise BadFrame("the first offset is not the end of the offset table")
-    if any(b < a for a, b in zip(offsets, offsets[1:], strict=False)) or offsets[-1] > len(frame):
+    if any(b < a for a, b in itertools.pairwise(offsets)) or offsets[-1] > len(frame):
         raise BadFrame("the offsets are not increasing within the frame")
     return offsets
 
