@@ -258,6 +258,8 @@ def test_a_client_that_never_reads_costs_the_gateway_bounded_memory(tmp_path: Pa
             time.sleep(0.2)
         time.sleep(2)  # the last of the output reaches the gateway
         peak = max(peak, rss_bytes(gw.proc.pid))
+        print(f"gateway RSS: {before // MiB} MiB before, peak {peak // MiB} MiB while 200 MB "
+              "were printed to a client that never read")
         assert peak - before < 150 * MiB, f"gateway RSS grew {(peak - before) // MiB} MiB"
         # The client reads at last: some output, the notice, then the reply and idle status.
         seen: dict[str, Any] = {"notice": "", "reply": None, "idle": False, "stdout": 0}
