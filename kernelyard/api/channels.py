@@ -30,6 +30,7 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from traitlets import Bool, Float, Integer
 
 from .. import wire
+from ..auth.provider import principal_of
 from ..errors import LimitReached
 from . import ws_frames
 
@@ -102,9 +103,19 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
 
     # --- connection limits -------------------------------------------------------
 
+    async def prepare(self) -> None:
+        """Refuse a connection over a limit before registering its session or asking the
+        kernel anything (``ChannelsHandler`` checks again just before the handshake)."""
+        self.check_limits(principal_of(self.websocket_handler).name)
+        await super().prepare()
+
     def check_limits(self, user: str) -> None:
-        """LimitReached, naming the setting, if ``user`` or this kernel has all its sockets."""
-        open_ = [c for c in self._live if c._socket_open()]
+        """LimitReached, naming the setting, if ``user`` or this kernel has all its sockets.
+
+        A socket this one replaces (a reconnect with the same session id) is not counted.
+        """
+        replaced = f"{self.kernel_id}:{self.session.session}"
+        open_ = [c for c in self._live if c._socket_open() and c.session_key != replaced]
         for setting, limit, count in (
             ("max_connections_per_kernel", self.max_connections_per_kernel,
              sum(c.kernel_id == self.kernel_id for c in open_)),
@@ -112,9 +123,9 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
              sum(c.user_name == user for c in open_)),
         ):
             if limit and count >= limit:
-                raise LimitReached(f"{count} websockets are open "
-                                   f"{'to this kernel' if 'kernel' in setting else 'for ' + user}"
-                                   f", the limit (GatewayChannelsConnection.{setting})")
+                where = "to this kernel" if "kernel" in setting else f"for user {user}"
+                raise LimitReached(f"{count} websockets are open {where}, which is the limit "
+                                   f"(GatewayChannelsConnection.{setting} = {limit})")
 
     def register(self, user: str) -> None:
         """Count this connection as open, for ``user`` (until ``disconnect``)."""

@@ -167,10 +167,11 @@ class ChannelsHandler(CallerMixin, GatewayHandlerMixin, KernelWebsocketHandler):
     """``/api/kernels/{id}/channels``: legacy JSON and the v1 binary subprotocol.
 
     Only the kernel's owner or an admin may connect; anyone else gets 404 before
-    the handshake, as does a caller over a connection limit (403, naming the
-    setting). The relay itself (``GatewayChannelsConnection``) parses frames with
-    bounds, back-pressures output and re-checks credentials; this handler hands
-    it the caller, the credential check and the audit of control requests.
+    the handshake. A caller over a connection limit gets 403, naming the
+    setting, before the handshake too. The relay (``GatewayChannelsConnection``)
+    parses frames with bounds, back-pressures output and re-checks credentials;
+    this handler hands it the caller, the credential check and the audit of
+    control requests.
     """
 
     audit_actions: ClassVar[Mapping[str, str]] = {"GET": "connect"}

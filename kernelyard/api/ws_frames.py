@@ -109,7 +109,8 @@ def parse_legacy(frame: str | bytes) -> ClientMessage:
     else:
         msg = _json_object(frame, "message")
         buffers = []
-    channel = msg.get("channel", "shell")
+    channel = msg.get("channel")
+    channel = "shell" if channel is None else channel  # as jupyter_server assumes
     if not isinstance(channel, str):
         raise BadFrame("'channel' is not a string")
     header = msg.get("header")

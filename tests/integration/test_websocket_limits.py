@@ -52,9 +52,11 @@ def as_caller(gw: Gateway, token: str) -> Gateway:
     return dataclasses.replace(gw, token=token)
 
 
-def open_ws(gw: Gateway, kernel_id: str, *, v1: bool = False) -> websocket.WebSocket:
+def open_ws(gw: Gateway, kernel_id: str, *, v1: bool = False,
+            session: str = "") -> websocket.WebSocket:
+    query = f"?session_id={session}" if session else ""
     return websocket.create_connection(
-        f"{gw.ws_url.rstrip('/')}/api/kernels/{kernel_id}/channels",
+        f"{gw.ws_url.rstrip('/')}/api/kernels/{kernel_id}/channels{query}",
         header=[f"Authorization: token {gw.token}"],
         subprotocols=[V1] if v1 else None, timeout=60)
 
@@ -304,9 +306,12 @@ def test_websockets_per_kernel_and_per_user_are_limited(tmp_path: Path) -> None:
         alice = as_caller(gw, token_cli(tmp_path / "data", "issue", "alice"))
         bob = as_caller(gw, token_cli(tmp_path / "data", "issue", "bob"))
         a, b = alice.start_kernel(), alice.start_kernel()
-        held = [open_ws(alice, a), open_ws(alice, a)]
+        held = [open_ws(alice, a, session="s-1"), open_ws(alice, a)]
         status, body = _refused(alice, a)
         assert status == 403 and "max_connections_per_kernel" in body["message"]
+        # A reconnect with the same session id replaces its old socket: not refused.
+        held.append(open_ws(alice, a, session="s-1"))
+        wait_closed(held.pop(0))  # jupyter_server closes the stale one (no code: 1005)
         held.append(open_ws(alice, b))
         status, body = _refused(alice, b)
         assert status == 403 and "max_connections_per_user" in body["message"]
