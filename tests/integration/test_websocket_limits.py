@@ -196,13 +196,14 @@ class RawClient:
         self.buf = b""
         self.session = uuid.uuid4().hex
 
-    def send_execute(self, code: str) -> str:
+    def send_execute(self, code: str, user_expressions: dict[str, str] | None = None) -> str:
         msg_id = uuid.uuid4().hex
         msg = {"header": {"msg_id": msg_id, "msg_type": "execute_request",
                           "session": self.session, "username": "t", "version": "5.3"},
                "parent_header": {}, "metadata": {}, "channel": "shell",
                "content": {"code": code, "silent": False, "store_history": False,
-                           "user_expressions": {}, "allow_stdin": False}}
+                           "user_expressions": user_expressions or {},
+                           "allow_stdin": False}}
         payload = json.dumps(msg).encode()
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
@@ -287,6 +288,33 @@ def test_a_client_that_never_reads_costs_the_gateway_bounded_memory(tmp_path: Pa
         assert gw.log_shows("dropping output for a websocket")
         ks = gw.connect(kid)
         assert ks.execute("print('after')")["stdout"] == "after\n"
+        ks.close()
+    finally:
+        gw.stop()
+
+
+def test_a_client_far_behind_on_replies_is_disconnected(tmp_path: Path) -> None:
+    """Replies are never dropped; past twice max_write_buffer the socket is closed."""
+    gw = start_gateway(tmp_path, f"--GatewayChannelsConnection.max_write_buffer={MiB}")
+    try:
+        kid = gw.start_kernel()
+        client = RawClient(gw, kid)
+        for _ in range(40):  # each execute_reply carries a 1 MB user expression
+            client.send_execute("", {"big": "'a' * (1 << 20)"})
+        assert gw.log_shows("MiB of output unread", timeout=120)
+        try:
+            while True:
+                opcode, payload = client.recv()
+                if opcode == 8:
+                    code = int.from_bytes(payload[:2], "big")
+                    assert code == 1008 and b"max_write_buffer" in payload
+                    break
+        except (ConnectionError, OSError):
+            pass  # tornado drops a socket that does not answer its close within 5 s
+        client.close()
+        assert gw.request("GET", "/api", timeout=10)[0] == 200
+        ks = gw.connect(kid)
+        assert ks.execute("print('fine')")["stdout"] == "fine\n"
         ks.close()
     finally:
         gw.stop()
