@@ -49,7 +49,11 @@ class AuditEvent:
 
     ``who``/``via`` are the caller (empty when unauthenticated); ``owner`` is the
     user the kernel belongs to (it differs from ``who`` when a service starts a
-    kernel for a user, or an admin acts on someone's kernel).
+    kernel for a user, or an admin acts on someone's kernel). ``transport`` is
+    ``websocket`` for a request a client sent over its kernel websocket (a
+    control-channel shutdown, restart or interrupt request); the line then has
+    ``"transport": "websocket"`` and ``status`` null, since the request is
+    forwarded to the kernel and its reply is the client's.
     """
 
     action: str
@@ -60,6 +64,7 @@ class AuditEvent:
     kernelspec: str = ""
     owner: str = ""
     where: dict[str, Any] = field(default_factory=dict)
+    transport: str = ""
     ownership_denied: bool = False
     written: bool = False
 
@@ -81,6 +86,8 @@ class AuditEvent:
         }
         if reason:
             record["reason"] = reason
+        if self.transport:
+            record["transport"] = self.transport
         return json.dumps(record, separators=(",", ":"), default=str)
 
 

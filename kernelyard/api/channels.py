@@ -1,20 +1,48 @@
-"""The kernel websocket relay (jupyter_server's, with gateway defaults)."""
+"""The kernel websocket relay (jupyter_server's, with gateway defaults and bounds).
+
+What differs from jupyter_server's relay:
+
+- client frames are parsed by ``kernelyard.api.ws_frames`` (bounded); a frame
+  it refuses closes that socket only (code 1007, the reason), with one log line;
+- output is back-pressured: IOPub output for a client that does not read it is
+  dropped past ``max_write_buffer`` bytes of backlog (with one stderr message
+  saying so), and the socket is closed past twice that;
+- ``max_connections_per_user`` and ``max_connections_per_kernel`` bound the
+  open websockets (checked before the handshake);
+- a websocket whose credentials can be re-checked (an API token) is closed
+  once they are revoked or expire (``credential_check_interval``);
+- shutdown, restart and interrupt requests sent on the control channel are
+  audited (``on_kernel_request``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import Any
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
 from jupyter_client import protocol_version
+from jupyter_client.jsonutil import json_default
+from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_v1
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
-from traitlets import Bool
+from traitlets import Bool, Float, Integer
 
 from .. import wire
+from ..auth.provider import principal_of
+from ..errors import LimitReached
+from . import ws_frames
 
 V1 = "v1.kernel.websocket.jupyter.org"
 # Messages of the same major protocol version need no adaptation.
 PROTOCOL_MAJOR = int(protocol_version.split(".")[0])
+MiB = 1024 * 1024
+# Websocket close codes: a frame the gateway refuses; a policy (backlog, credentials).
+CLOSE_BAD_FRAME, CLOSE_POLICY = 1007, 1008
+# IOPub messages sent even to a client past its backlog limit: small, and what
+# clients need to know a request finished.
+KEPT_IOPUB = frozenset({"status"})
 
 
 class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
@@ -35,6 +63,81 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
         help="Whether to limit the rate of IOPub messages sent to each client. When a "
         "limit is hit, output is dropped and the client is sent a stderr message saying so.",
     )
+    max_write_buffer = Integer(
+        32 * MiB,
+        config=True,
+        help="Bytes of output a client may leave unread (written to its websocket, not yet "
+        "sent) before the gateway drops further IOPub output for it (status messages and "
+        "replies still go), telling it once in a stderr message; past twice this the "
+        "websocket is closed. Bounds the gateway's memory per client. 0: no limit.",
+    )
+    max_connections_per_user = Integer(
+        64,
+        config=True,
+        help="Open kernel websockets one user (the caller) may hold at once, over all "
+        "kernels; one more is refused (403) before the handshake. 0: no limit.",
+    )
+    max_connections_per_kernel = Integer(
+        16,
+        config=True,
+        help="Open websockets to one kernel at once; one more is refused (403) before the "
+        "handshake. 0: no limit.",
+    )
+    credential_check_interval = Float(
+        5.0,
+        config=True,
+        help="Seconds between re-checks of a websocket's credentials, for authenticators "
+        "that can re-check them (api-token: revoked or expired). A socket whose token is "
+        "no longer valid is closed within this time, and no message it sends later than "
+        "this after the last successful check is forwarded before a new check. 0: never.",
+    )
+
+    # Every open connection (registered in ``register``), to count them per user and kernel.
+    _live: ClassVar[set[GatewayChannelsConnection]] = set()
+    user_name = ""
+    on_kernel_request: Callable[[ws_frames.ClientMessage], None] | None = None
+    _dropping = False
+    _credential: Callable[[], Awaitable[bool]] | None = None
+    _checked_at = 0.0
+    _check_task: asyncio.Task[None] | None = None
+
+    # --- connection limits -------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Refuse a connection over a limit before registering its session or asking the
+        kernel anything (``ChannelsHandler`` checks again just before the handshake)."""
+        self.check_limits(principal_of(self.websocket_handler).name)
+        await super().prepare()
+
+    def check_limits(self, user: str) -> None:
+        """LimitReached, naming the setting, if ``user`` or this kernel has all its sockets.
+
+        A socket this one replaces (a reconnect with the same session id) is not counted.
+        """
+        replaced = f"{self.kernel_id}:{self.session.session}"
+        open_ = [c for c in self._live if c._socket_open() and c.session_key != replaced]
+        for setting, limit, count in (
+            ("max_connections_per_kernel", self.max_connections_per_kernel,
+             sum(c.kernel_id == self.kernel_id for c in open_)),
+            ("max_connections_per_user", self.max_connections_per_user,
+             sum(c.user_name == user for c in open_)),
+        ):
+            if limit and count >= limit:
+                where = "to this kernel" if "kernel" in setting else f"for user {user}"
+                raise LimitReached(f"{count} websockets are open {where}, which is the limit "
+                                   f"(GatewayChannelsConnection.{setting} = {limit})")
+
+    def register(self, user: str) -> None:
+        """Count this connection as open, for ``user`` (until ``disconnect``)."""
+        self.user_name = user
+        self._live.add(self)
+
+    def disconnect(self) -> None:  # type: ignore[override]
+        self._live.discard(self)
+        if self._check_task is not None:
+            self._check_task.cancel()
+            self._check_task = None
+        super().disconnect()
 
     def create_stream(self) -> None:
         """jupyter_server's streams, with the IOPub socket subscribed at kernel start."""
@@ -110,6 +213,146 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
             if not iopub.closed():
                 iopub.stop_on_recv()
 
+    # --- credentials ------------------------------------------------------------
+
+    def watch_credential(self, still_valid: Callable[[], Awaitable[bool]]) -> None:
+        """Re-check the socket's credentials every ``credential_check_interval`` seconds.
+
+        ``still_valid`` is the authenticator's check of this request's credentials
+        (the open just passed one). When it says no, the socket is closed.
+        """
+        if not self.credential_check_interval:
+            return
+        self._credential = still_valid
+        self._checked_at = asyncio.get_running_loop().time()
+        self._check_task = asyncio.ensure_future(self._recheck_periodically())
+
+    async def _recheck_periodically(self) -> None:
+        while self._socket_open():
+            await asyncio.sleep(self.credential_check_interval)
+            await self.credential_ok()
+
+    def credential_fresh(self) -> bool:
+        """Whether the credentials were found valid within the last interval (or need none)."""
+        if self._credential is None:
+            return True
+        age = asyncio.get_running_loop().time() - self._checked_at
+        return age < self.credential_check_interval
+
+    async def credential_ok(self) -> bool:
+        """Check the credentials now; close the socket (and say False) if they are gone."""
+        if self._credential is None:
+            return True
+        try:
+            valid = await self._credential()
+        except Exception:  # a store error: keep the socket, check again next time
+            self.log.warning("Kernel %s: could not re-check a websocket's credentials",
+                             self.kernel_id, exc_info=True)
+            return self._socket_open()
+        if valid:
+            self._checked_at = asyncio.get_running_loop().time()
+            return True
+        self.log.warning("Kernel %s: closed a websocket of %s: its credentials were revoked "
+                         "or expired", self.kernel_id, self.user_name)
+        self._close_socket(CLOSE_POLICY, "credentials revoked or expired")
+        return False
+
+    # --- client messages ---------------------------------------------------------
+
+    async def handle_incoming_after_check(self, frame: str | bytes) -> None:
+        """``handle_incoming_message`` once the credentials were re-checked."""
+        if await self.credential_ok():
+            self.handle_incoming_message(frame)
+
+    def handle_incoming_message(self, incoming_msg: str | bytes) -> None:  # type: ignore[override]
+        """Parse a client frame with bounds (``ws_frames``) and forward it to its channel.
+
+        A refused frame closes this socket only, with code 1007 and the reason.
+        """
+        if not self.channels or not self._socket_open():
+            return
+        try:
+            msg = ws_frames.parse_frame(incoming_msg, v1=self.subprotocol == V1)
+        except ws_frames.BadFrame as e:
+            self.log.warning("Kernel %s: closed a websocket of %s: %s", self.kernel_id,
+                             self.user_name or "?", e)
+            self._close_socket(CLOSE_BAD_FRAME, f"refused a frame: {e}")
+            return
+        allowed = self.multi_kernel_manager.allowed_message_types
+        if allowed and msg.msg_type not in allowed:
+            self.log.warning("Kernel %s: ignored a %r message, which is not allowed",
+                             self.kernel_id, msg.msg_type[:64])
+            return
+        if msg.channel == "control" and self.on_kernel_request is not None:
+            self.on_kernel_request(msg)
+        stream = self.channels[msg.channel]
+        if msg.raw_parts:
+            self.session.send_raw(stream, msg.raw_parts)
+        else:
+            self.session.send(stream, msg.as_dict())
+
+    def _close_socket(self, code: int, reason: str) -> None:
+        if self._socket_open():
+            self.websocket_handler.close(code, reason.encode()[:123].decode(errors="ignore"))
+
+    # --- output ------------------------------------------------------------------
+
+    def _backlog(self) -> int:
+        """Bytes written to the websocket that the client has not taken yet."""
+        ws = self.websocket_handler.ws_connection
+        stream = getattr(ws, "stream", None)
+        return int(getattr(stream, "_total_write_index", 0)
+                   - getattr(stream, "_total_write_done_index", 0))
+
+    def _held_back(self, stream: Any, outgoing_msg: list[Any]) -> bool:
+        """Whether to drop this kernel message: the client is too far behind (see the class).
+
+        Past ``max_write_buffer`` bytes of backlog, IOPub output (all but ``KEPT_IOPUB``)
+        is dropped until the backlog is under half of it, and the client is told once
+        per episode; past twice the limit the socket is closed.
+        """
+        limit = self.max_write_buffer
+        if not limit:
+            return False
+        backlog = self._backlog()
+        if backlog > 2 * limit:
+            self.log.warning("Kernel %s: closed a websocket of %s: %d MiB of output unread "
+                             "(GatewayChannelsConnection.max_write_buffer)",
+                             self.kernel_id, self.user_name or "?", backlog // MiB)
+            self._close_socket(CLOSE_POLICY, "output backlog over twice "
+                               "GatewayChannelsConnection.max_write_buffer")
+            return True
+        threshold = limit // 2 if self._dropping else limit
+        if backlog <= threshold:
+            self._dropping = False
+            return False
+        if getattr(stream, "channel", "") != "iopub":
+            return False
+        parts = wire.message_parts(outgoing_msg)
+        if wire.header_of(parts).get("msg_type") in KEPT_IOPUB:
+            return False
+        if not self._dropping:
+            self._dropping = True
+            self._tell_dropped(wire.parent_of(parts))
+        return True
+
+    def _tell_dropped(self, parent: dict[str, Any]) -> None:
+        """One stderr stream message: output is being dropped, and why."""
+        text = (f"kernelyard: output dropped: this client has more than "
+                f"{self.max_write_buffer // MiB} MiB of output unread "
+                "(GatewayChannelsConnection.max_write_buffer); output resumes once it "
+                "catches up.\n")
+        self.log.warning("Kernel %s: dropping output for a websocket of %s that is %d MiB "
+                         "behind", self.kernel_id, self.user_name or "?", self._backlog() // MiB)
+        msg = self.session.msg("stream", content={"name": "stderr", "text": text},
+                               parent=parent)
+        if self.subprotocol == V1:
+            self.websocket_handler.write_message(
+                serialize_msg_to_ws_v1(msg, "iopub", self.session.pack), binary=True)
+        else:
+            msg["channel"] = "iopub"
+            self.websocket_handler.write_message(json.dumps(msg, default=json_default))
+
     def handle_outgoing_message(self, stream: Any, outgoing_msg: list[Any]) -> None:
         """Relay a kernel message; in the legacy format, without decoding its content.
 
@@ -118,6 +361,8 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
         """
         if isinstance(stream, str):
             stream = self.channels[stream]
+        if not self._socket_open() or self._held_back(stream, outgoing_msg):
+            return
         if not self._can_splice():
             super().handle_outgoing_message(stream, outgoing_msg)
             return

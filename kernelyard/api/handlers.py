@@ -167,23 +167,74 @@ class ChannelsHandler(CallerMixin, GatewayHandlerMixin, KernelWebsocketHandler):
     """``/api/kernels/{id}/channels``: legacy JSON and the v1 binary subprotocol.
 
     Only the kernel's owner or an admin may connect; anyone else gets 404 before
-    the handshake.
+    the handshake. A caller over a connection limit gets 403, naming the
+    setting, before the handshake too. The relay (``GatewayChannelsConnection``)
+    parses frames with bounds, back-pressures output and re-checks credentials;
+    this handler hands it the caller, the credential check and the audit of
+    control requests.
     """
 
     audit_actions: ClassVar[Mapping[str, str]] = {"GET": "connect"}
+    # Control requests that are kernel operations, audited when sent over the websocket.
+    AUDITED_CONTROL: ClassVar[Mapping[str, str]] = {
+        "shutdown_request": "shutdown", "interrupt_request": "interrupt"}
 
     async def pre_get(self) -> None:
-        self.check_kernel(self.kernel_id)
+        principal = self.check_kernel(self.kernel_id)
         if not _asks_for_websocket(self.request.headers):  # tornado's 400 is plain text
             raise InvalidRequest("a websocket URL: send 'Connection: Upgrade' and "
                                  "'Upgrade: websocket'")
         policy.check_session_id(self.get_argument("session_id", ""))
         await super().pre_get()
+        # No await between this check and open(): concurrent handshakes cannot overshoot.
+        self.connection.check_limits(principal.name)
 
     async def open(self, kernel_id: str) -> None:  # type: ignore[override]
         # Small kernel messages must not wait for Nagle's algorithm.
         self.set_nodelay(True)
+        connection = self.connection
+        connection.register(principal_of(self).name)
+        connection.on_kernel_request = self._audit_control_request
+        still_valid = self._credential_check()
+        if still_valid is not None:
+            connection.watch_credential(still_valid)
         await super().open(kernel_id)
+
+    def on_message(self, message: str | bytes) -> Any:
+        """Forward a frame; first re-check stale credentials (tornado waits for that)."""
+        connection = self.connection
+        if connection is None:
+            return None
+        if connection.credential_fresh():
+            connection.handle_incoming_message(message)
+            return None
+        return connection.handle_incoming_after_check(message)
+
+    def _credential_check(self) -> Any:
+        """The check of this request's credentials by the authenticator that accepted
+        them, if it offers one (``still_valid(request)``; api-token does)."""
+        via = principal_of(self).via
+        provider: Any = self.identity_provider
+        for auth in provider.authenticators:
+            still_valid = getattr(auth, "still_valid", None)
+            if getattr(auth, "name", None) == via and still_valid is not None:
+                request = self.request
+                return lambda: still_valid(request)
+        return None
+
+    def _audit_control_request(self, msg: Any) -> None:
+        """Audit a shutdown (restart when ``content.restart``) or interrupt request."""
+        action = self.AUDITED_CONTROL.get(msg.msg_type)
+        if action is None:
+            return
+        if action == "shutdown" and msg.content.get("restart") is True:
+            action = "restart"
+        principal = principal_of(self)
+        base = self.audit_event
+        event = AuditEvent(action, who=principal.name, via=principal.via, client=base.client,
+                           kernel_id=base.kernel_id, kernelspec=base.kernelspec,
+                           owner=base.owner, where=base.where, transport="websocket")
+        gateway_app(self).audit.write(event, OK, None)
 
 
 def _asks_for_websocket(headers: Mapping[str, str]) -> bool:

@@ -134,6 +134,9 @@ class ApiTokenAuthenticator(Authenticator):
     the next authenticator is tried. One with the prefix that is malformed,
     unknown, revoked or expired raises Unauthorized, ending the chain with a 401.
     Revocation takes effect on the next request: records are read per request.
+    Open websockets are re-checked with ``still_valid`` (see
+    ``GatewayChannelsConnection.credential_check_interval``) and closed once their
+    token is revoked or expired.
     """
 
     name = "api-token"
@@ -165,6 +168,18 @@ class ApiTokenAuthenticator(Authenticator):
             raise
         self.log.debug("API token %s authenticated %s", record.token_id, record.username)
         return principal_for(record, self.name)
+
+    async def still_valid(self, request: HTTPServerRequest) -> bool:
+        """Whether the API token ``request`` was accepted with is still active now
+        (one store read). For long-lived connections (websockets)."""
+        offered = header_token(request)
+        if offered is None or not is_api_token(offered):
+            return False
+        try:
+            await check(self._tokens, self._pepper, offered, time.time())
+        except Unauthorized:
+            return False
+        return True
 
 
 def _safe_id(text: str) -> str:
