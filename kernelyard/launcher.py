@@ -448,9 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """Options before ``--``, the kernel argv after it."""
+    """Options before ``--``, the kernel argv after it; ``-h``/``--help`` prints the usage."""
     parser = build_parser()
     if "--" not in argv:
+        if {"-h", "--help"} & set(argv):
+            parser.print_help()
+            parser.exit()
         parser.error("missing '--' before the kernel command")
     cut = argv.index("--")
     options, kernel_argv = parser.parse_args(argv[:cut]), argv[cut + 1:]
