@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,10 +26,63 @@ from .errors import ConfigError, Forbidden, InvalidRequest, LimitReached, NotFou
 MAX_ENV_VALUE_LENGTH = 4096
 MAX_SESSION_ID = 255  # it becomes a ZMQ routing id (at most 255 bytes)
 # Gateway variables that hold secrets: never inherited by, nor settable for, a kernel.
-DEFAULT_SECRET_ENVS = ("KERNELYARD_AUTH_TOKEN", "JUPYTER_TOKEN", "JUPYTERHUB_API_TOKEN")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Control characters, shell expansion and command substitution never reach a kernel.
-_FORBIDDEN_IN_VALUE = re.compile(r"[\x00-\x1f\x7f$`]")
+# Every KERNELYARD_* name is treated the same way (``is_gateway_secret``).
+DEFAULT_SECRET_ENVS = ("KERNELYARD_AUTH_TOKEN", "KERNELYARD_PROXY_SECRET",
+                       "KERNELYARD_STORE_KEY", "JUPYTER_TOKEN", "JUPYTERHUB_API_TOKEN")
+GATEWAY_ENV_PREFIX = "KERNELYARD_"
+# What a kernel on the gateway's host takes from the gateway's environment, besides
+# ``inherited_envs``: where programs are, the locale, the time zone, the terminal and
+# the temporary directory, and (for a kernel that runs as the gateway's own account)
+# that account's HOME, USER, LOGNAME and SHELL. Nothing else (docs/configuration.md).
+BASE_ENV_NAMES = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ",
+                  "TERM", "TMPDIR")
+BASE_ENV_PREFIXES = ("LC_",)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Unicode categories no client text may hold: controls (C0, DEL and C1), lone
+# surrogates (they cannot be encoded, so exec and the store would fail), and the
+# line and paragraph separators (they end a line for many readers of logs and env).
+REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+# Shell expansion and command substitution never reach a kernel's env.
+_SHELL_CHARACTERS = frozenset("$`")
+
+
+def unsafe_character(value: str, refused: frozenset[str] = frozenset()) -> str | None:
+    """The first character of ``value`` a kernel's env or a log may not hold, else None.
+
+    That is any character of the ``REFUSED_CATEGORIES``, any that does not encode
+    as UTF-8, and any of ``refused``. The one character check for client text:
+    env values (``check_env_value``), session fields (``check_text``) and env names.
+    """
+    for char in value:
+        if char in refused or unicodedata.category(char) in REFUSED_CATEGORIES:
+            return char
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return value[e.start]
+    return None
+
+
+def _describe(char: str) -> str:
+    return f"U+{ord(char):04X}" + (f" ({char!r})" if char in _SHELL_CHARACTERS else "")
+
+
+def is_gateway_secret(name: str, secret_names: Iterable[str] = DEFAULT_SECRET_ENVS) -> bool:
+    """A gateway variable no kernel may inherit or be given: a listed secret, or any
+    ``KERNELYARD_*`` name (the gateway's and the launcher's own variables)."""
+    return name.startswith(GATEWAY_ENV_PREFIX) or name in set(secret_names)
+
+
+def is_base_env_name(name: str) -> bool:
+    """Whether a local kernel takes ``name`` from the gateway's env (the base set:
+    ``BASE_ENV_NAMES`` and ``LC_*``)."""
+    return name in BASE_ENV_NAMES or name.startswith(BASE_ENV_PREFIXES)
+
+
+def base_env(gateway_env: Mapping[str, str]) -> dict[str, str]:
+    """The base set of a local kernel's env: those of ``gateway_env`` that
+    ``is_base_env_name`` admits."""
+    return {name: value for name, value in gateway_env.items() if is_base_env_name(name)}
 
 
 @dataclass(frozen=True)
@@ -40,7 +94,7 @@ class EnvPolicy:
     secret_names: frozenset[str] = field(default_factory=frozenset)
 
     def allows_client_name(self, name: str) -> bool:
-        if name in self.secret_names:
+        if is_gateway_secret(name, self.secret_names):
             return False
         return name.startswith("KERNEL_") or "*" in self.client_envs or name in self.client_envs
 
@@ -56,18 +110,36 @@ class LaunchRequest:
 
 
 def check_env_value(name: str, value: Any) -> str:
-    """Return ``value`` if it may be put in a kernel's env, else raise naming ``name``."""
+    """Return ``value`` if it may be put in a kernel's env, else raise naming ``name``.
+
+    A string of at most ``MAX_ENV_VALUE_LENGTH`` characters without a character that
+    ``unsafe_character`` refuses, ``$`` or a backtick.
+    """
+    return _checked_text(f"env variable {name!r}", value, _SHELL_CHARACTERS)
+
+
+def _checked_text(what: str, value: Any, refused: frozenset[str]) -> str:
+    """``value`` if it is a safe string (``unsafe_character``), else an InvalidRequest
+    naming ``what``."""
     if not isinstance(value, str):
-        raise InvalidRequest(f"env variable {name!r} must be a string")
+        raise InvalidRequest(f"{what} must be a string")
     if len(value) > MAX_ENV_VALUE_LENGTH:
-        raise InvalidRequest(
-            f"env variable {name!r} is longer than {MAX_ENV_VALUE_LENGTH} characters"
-        )
-    if _FORBIDDEN_IN_VALUE.search(value):
-        raise InvalidRequest(
-            f"env variable {name!r} contains a control character, '$' or a backtick"
-        )
+        raise InvalidRequest(f"{what} is longer than {MAX_ENV_VALUE_LENGTH} characters")
+    bad = unsafe_character(value, refused)
+    if bad is not None:
+        extra = ", '$' or a backtick" if "$" in refused else " or a backtick"
+        raise InvalidRequest(f"{what} contains {_describe(bad)}: no control character, "
+                             f"surrogate, line or paragraph separator{extra} may appear")
     return value
+
+
+def check_env_name(name: Any) -> str:
+    """An env variable name: letters, digits and '_', not starting with a digit (in full)."""
+    if not isinstance(name, str) or _ENV_NAME.fullmatch(name) is None:
+        shown = ascii(name) if isinstance(name, str) else type(name).__name__
+        raise InvalidRequest(f"env variable name {shown} is not a valid name "
+                             "(letters, digits and '_', not starting with a digit)")
+    return name
 
 
 def filter_client_env(env: Any, policy: EnvPolicy) -> dict[str, str]:
@@ -82,9 +154,7 @@ def filter_client_env(env: Any, policy: EnvPolicy) -> dict[str, str]:
         raise InvalidRequest("'env' must be a JSON object")
     kept: dict[str, str] = {}
     for name, value in env.items():
-        if not _ENV_NAME.match(name):
-            raise InvalidRequest(f"env variable name {name!r} is not a valid name")
-        if policy.allows_client_name(name):
+        if policy.allows_client_name(check_env_name(name)):
             kept[name] = check_env_value(name, value)
     return kept
 
@@ -94,14 +164,16 @@ def inherited_env(gateway_env: Mapping[str, str], policy: EnvPolicy) -> dict[str
     return {
         name: gateway_env[name]
         for name in policy.inherited_envs
-        if name in gateway_env and name not in policy.secret_names
+        if name in gateway_env and not is_gateway_secret(name, policy.secret_names)
     }
 
 
 def scrub_secrets(env: Mapping[str, str], secret_names: Iterable[str]) -> dict[str, str]:
-    """A copy of ``env`` without the gateway's secrets."""
+    """A copy of ``env`` without the gateway's secrets (``is_gateway_secret``), for the
+    gateway's own helper processes (spark-submit); a kernel's env is built from an
+    allow list instead (``base_env``, ``inherited_env``, the client's names)."""
     secrets = set(secret_names)
-    return {k: v for k, v in env.items() if k not in secrets}
+    return {k: v for k, v in env.items() if not is_gateway_secret(k, secrets)}
 
 
 def check_kernel_id(value: Any) -> str:
@@ -138,15 +210,9 @@ def check_api_path(path: Any, field: str = "path") -> str | None:
 
 def check_text(field: str, value: Any) -> str:
     """A client's string that reaches a kernel's env the way a path does (a session's
-    path and name make ``JPY_SESSION_NAME``): at most 4096 characters, no control
-    characters or backticks. ``$`` passes, as file names may hold it."""
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{field!r} must be a string")
-    if len(value) > MAX_ENV_VALUE_LENGTH:
-        raise InvalidRequest(f"{field!r} is longer than {MAX_ENV_VALUE_LENGTH} characters")
-    if _FORBIDDEN_IN_VALUE.search(value.replace("$", "")):
-        raise InvalidRequest(f"{field!r} contains a control character or a backtick")
-    return value
+    path and name make ``JPY_SESSION_NAME``): at most 4096 characters, nothing
+    ``unsafe_character`` refuses, no backtick. ``$`` passes, as file names may hold it."""
+    return _checked_text(repr(field), value, frozenset("`"))
 
 
 def check_session_model(body: Any) -> Mapping[str, Any]:
@@ -203,6 +269,22 @@ def parse_launch_request(body: Any, policy: EnvPolicy) -> LaunchRequest:
 
 
 # --- Kernelspec access ------------------------------------------------------------------
+
+
+def canonical_kernelspec_name(requested: str, listed: Iterable[str]) -> str | None:
+    """The listed kernelspec name a request's ``requested`` stands for, or None.
+
+    jupyter_client finds a kernelspec by its name in lower case (its listing holds
+    lower-case names only), so ``PYTHON3`` would launch ``python3``. Every policy
+    lookup, count, record and audit line uses the name this returns: the request's
+    own if listed, else the one listed name equal to it in lower case.
+    """
+    names = set(listed)
+    if requested in names:
+        return requested
+    folded = requested.lower()
+    return folded if folded in names else None
+
 
 ROOT_USER = "root"
 _ACCESS_KEYS = ("authorized_users", "unauthorized_users", "authorized_groups",

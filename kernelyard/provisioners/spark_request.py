@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import InvalidRequest
+from ..policy import unsafe_character
 
 _MEMORY = re.compile(r"^([1-9][0-9]{0,6})([kmgt])$", re.IGNORECASE)
 _MB_PER_UNIT = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -139,7 +140,7 @@ def _conf(text: str, limits: SparkLimits) -> dict[str, str]:
         if not any(fnmatch.fnmatchcase(key, pattern) for pattern in limits.allowed_conf):
             raise InvalidRequest(f"KERNEL_SPARK_CONF: {key} may not be set by a request")
         text_value = str(value).lower() if isinstance(value, bool) else str(value)
-        if len(text_value) > MAX_CONF_VALUE or "\n" in text_value or "\x00" in text_value:
+        if len(text_value) > MAX_CONF_VALUE or unsafe_character(text_value) is not None:
             raise InvalidRequest(f"KERNEL_SPARK_CONF: the value of {key} is too long or "
                                  "has control characters")
         checked[key] = text_value
