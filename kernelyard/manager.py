@@ -40,7 +40,7 @@ from traitlets import Integer, default
 
 from . import policy, wire
 from .audit import AuditEvent, AuditLog, result_of, where_of
-from .auth.principal import Principal
+from .auth.principal import Principal, canonical_username
 from .auth.token import gateway_user
 from .errors import (
     Conflict,
@@ -88,7 +88,7 @@ def runs_as_gateway_account(principal: Principal, requested: Any, account: str) 
     gateway's own user (the default) and the client names no ``KERNEL_USERNAME``.
     """
     return (not requested and principal.via in OWN_ACCOUNT_VIAS
-            and principal.name == account)
+            and principal.name == canonical_username(account))
 
 
 @dataclass(frozen=True)

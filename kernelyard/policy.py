@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, TypeVar
 
-from .auth.principal import Principal
+from .auth.principal import Principal, canonical_username
 from .errors import ConfigError, Forbidden, InvalidRequest, LimitReached, NotFound
 
 MAX_ENV_VALUE_LENGTH = 4096
@@ -67,10 +67,12 @@ def _describe(char: str) -> str:
     return f"U+{ord(char):04X}" + (f" ({char!r})" if char in _SHELL_CHARACTERS else "")
 
 
-def is_gateway_secret(name: str, secret_names: Iterable[str] = DEFAULT_SECRET_ENVS) -> bool:
-    """A gateway variable no kernel may inherit or be given: a listed secret, or any
-    ``KERNELYARD_*`` name (the gateway's and the launcher's own variables)."""
-    return name.startswith(GATEWAY_ENV_PREFIX) or name in set(secret_names)
+def is_gateway_secret(name: str, secret_names: Iterable[str] = ()) -> bool:
+    """A gateway variable no kernel may inherit or be given: one of ``DEFAULT_SECRET_ENVS``
+    or ``secret_names``, or any ``KERNELYARD_*`` name (the gateway's and the launcher's
+    own variables)."""
+    return (name.startswith(GATEWAY_ENV_PREFIX) or name in DEFAULT_SECRET_ENVS
+            or name in set(secret_names))
 
 
 def is_base_env_name(name: str) -> bool:
@@ -304,6 +306,13 @@ class AccessRules:
     authorized_groups: frozenset[str] = frozenset()
     unauthorized_groups: frozenset[str] = frozenset()
 
+    def __post_init__(self) -> None:
+        # User names in their canonical form, as every Principal's (group names are
+        # the authenticators' and the OS's, compared exactly).
+        for key in ("authorized_users", "unauthorized_users"):
+            names = getattr(self, key)
+            object.__setattr__(self, key, frozenset(canonical_username(n) for n in names))
+
     @property
     def has_allow_list(self) -> bool:
         return bool(self.authorized_users or self.authorized_groups)
@@ -529,6 +538,7 @@ def effective_username(principal: Principal, requested: Any = None) -> str:
         return principal.name
     if not is_valid_username(requested):
         raise InvalidRequest(f"KERNEL_USERNAME must be a user name of {_USERNAME_RULE}")
+    requested = canonical_username(requested)
     if requested == principal.name or principal.may_act_for_others:
         return str(requested)
     raise Forbidden(
@@ -569,6 +579,7 @@ class QuotaPolicy:
     kernelspec_max_kernels: Mapping[str, Limit] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "user_max_kernels", _by_canonical_user(self.user_max_kernels))
         _check_limit("max_kernels", self.max_kernels)
         _check_limit("max_kernels_per_user", self.max_kernels_per_user)
         for table in ("user_max_kernels", "group_max_kernels_per_user",
@@ -586,6 +597,19 @@ class QuotaPolicy:
             return (self.group_max_kernels_per_user[best],
                     f"the per-user limit of group {best!r}")
         return self.max_kernels_per_user, "the per-user limit"
+
+
+def _by_canonical_user(limits: Mapping[str, Limit]) -> dict[str, Limit]:
+    """``user_max_kernels`` keyed by canonical user names; two spellings of one name
+    with different limits are a ConfigError."""
+    out: dict[str, Limit] = {}
+    for name, limit in limits.items():
+        key = canonical_username(name)
+        if key in out and out[key] != limit:
+            raise ConfigError(f"user_max_kernels names the user {key!r} twice, with "
+                              "different limits (user names ignore letter case)")
+        out[key] = limit
+    return out
 
 
 def _check_limit(name: str, value: Any) -> None:
@@ -809,7 +833,7 @@ def may_access_kernel(principal: Principal, owner: str | None) -> bool:
 
     A kernel without an owner (``None`` or ``""``) is an admin's alone.
     """
-    return principal.admin or (bool(owner) and owner == principal.name)
+    return principal.admin or (bool(owner) and canonical_username(owner) == principal.name)
 
 
 def check_kernel_access(principal: Principal, kernel_id: str, owner: str | None) -> None:
@@ -848,7 +872,7 @@ def redact_env_for(
     Only the owner sees it (an admin or another user gets ``{}``), with the
     values of sensitive names replaced by ``REDACTED``.
     """
-    if not env or not owner or viewer.name != owner:
+    if not env or not owner or viewer.name != canonical_username(owner):
         return {}
     secrets = set(secret_names)
     return {
