@@ -833,7 +833,8 @@ def may_access_kernel(principal: Principal, owner: str | None) -> bool:
 
     A kernel without an owner (``None`` or ``""``) is an admin's alone.
     """
-    return principal.admin or (bool(owner) and canonical_username(owner) == principal.name)
+    return principal.admin or (isinstance(owner, str) and bool(owner)
+                               and canonical_username(owner) == principal.name)
 
 
 def check_kernel_access(principal: Principal, kernel_id: str, owner: str | None) -> None:
