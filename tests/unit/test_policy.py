@@ -771,3 +771,24 @@ def test_user_names_are_canonical_everywhere(spelling: str) -> None:
 def test_two_spellings_of_a_user_with_different_limits_are_a_config_error() -> None:
     with pytest.raises(ConfigError, match="'alice' twice"):
         policy.QuotaPolicy(user_max_kernels={"Alice": 1, "alice": 2})
+
+
+def test_no_name_validator_accepts_a_trailing_newline() -> None:
+    """Every '^...$' check matches in full: '$' alone matches before a final newline."""
+    import argparse
+
+    from kernelyard import launcher
+    from kernelyard.auth.spnego import principal_to_user
+    from kernelyard.errors import Unauthorized
+    from kernelyard.provisioners.spark_request import SparkLimits, SparkResources, resources_for
+
+    with pytest.raises(Unauthorized):
+        principal_to_user("alice\n@EXAMPLE.COM", {"EXAMPLE.COM"})
+    with pytest.raises(argparse.ArgumentTypeError):
+        launcher._kernel_id_arg("k1\n")
+    with pytest.raises(argparse.ArgumentTypeError):
+        launcher._spark_conf_arg("spark.a\n=1")
+    limits = SparkLimits(allowed_conf=("spark.sql.*",))
+    for env in ({"KERNEL_SPARK_CONF": '{"spark.sql.x\\n": "1"}'}, {"KERNEL_QUEUE": "default\n"}):
+        with pytest.raises(InvalidRequest):
+            resources_for(SparkResources(), limits, env)
