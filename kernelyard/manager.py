@@ -160,10 +160,26 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
 
     def configure_policy(self, rules: LaunchRules, quotas: policy.QuotaPolicy,
                          audit: AuditLog) -> None:
-        """Install the settings ``KernelyardApp`` built and validated at start."""
-        self.rules = rules
-        self.quota_gate.policy = quotas
+        """Install the settings ``KernelyardApp`` built and validated at start.
+
+        Settings keyed by kernelspec name are re-keyed by the listed (canonical)
+        names, as every launch is looked up by those (``resolve_kernelspec``).
+        """
+        ksm: Any = self.kernel_spec_manager
+        listed = list(ksm.find_kernel_specs())
+        limits = self._canonical("kernelspec_max_kernels", quotas.kernelspec_max_kernels, listed)
+        access = self._canonical("kernelspec_access", rules.access.kernelspec_rules, listed)
+        self.rules = replace(rules, access=replace(rules.access, kernelspec_rules=access))
+        self.quota_gate.policy = replace(quotas, kernelspec_max_kernels=limits)
         self.audit = audit
+
+    def _canonical(self, setting: str, table: Mapping[str, Any], listed: list[str]) -> Any:
+        out, renamed = policy.by_canonical_kernelspec(table, listed)
+        for key, canonical in renamed:
+            self.log.warning("KernelyardApp.%s[%r] is taken as the kernelspec %r (kernelspec "
+                             "names are matched as listed); write %r", setting, key, canonical,
+                             canonical)
+        return out
 
     def kernel_counts(self) -> policy.KernelCounts:
         """The kernels this gateway has, by owner and kernelspec (starts in flight are the

@@ -38,6 +38,7 @@ BASE_ENV_NAMES = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE"
                   "TERM", "TMPDIR")
 BASE_ENV_PREFIXES = ("LC_",)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+V = TypeVar("V")
 # Unicode categories no client text may hold: controls (C0, DEL and C1), lone
 # surrogates (they cannot be encoded, so exec and the store would fail), and the
 # line and paragraph separators (they end a line for many readers of logs and env).
@@ -286,6 +287,25 @@ def canonical_kernelspec_name(requested: str, listed: Iterable[str]) -> str | No
         return requested
     folded = requested.lower()
     return folded if folded in names else None
+
+
+def by_canonical_kernelspec(table: Mapping[str, V], listed: Iterable[str]
+                            ) -> tuple[dict[str, V], list[tuple[str, str]]]:
+    """A setting keyed by kernelspec name (``kernelspec_max_kernels``,
+    ``kernelspec_access``), re-keyed by the names the listing gives, and the
+    ``(key, canonical)`` pairs renamed. A key that names no listed kernelspec stays
+    as it is; when a key and its canonical name are both set, the canonical one wins."""
+    names = list(listed)
+    out: dict[str, V] = {}
+    renamed: list[tuple[str, str]] = []
+    for key, value in table.items():
+        canonical = canonical_kernelspec_name(key, names) or key
+        if canonical != key:
+            renamed.append((key, canonical))
+            if canonical in table:
+                continue
+        out[canonical] = value
+    return out, renamed
 
 
 ROOT_USER = "root"

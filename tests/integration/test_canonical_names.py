@@ -21,7 +21,7 @@ from tests.kernelspecs import IPYKERNEL, make_test_kernelspecs, write_spec
 CONFIG = """
 c.KernelyardApp.authenticators = ["api-token", "token"]
 c.KernelyardApp.kernelspec_access = {"symspec": {"authorized_users": ["alice"]}}
-c.KernelyardApp.kernelspec_max_kernels = {"python3": 1}
+c.KernelyardApp.kernelspec_max_kernels = {"python3": 1, "Limited": 1}
 c.KernelyardApp.user_max_kernels = {"carol": 1}
 """
 SPELLINGS = ["SYMSPEC", "SymSpec", "symspec"]
@@ -41,6 +41,7 @@ def users(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Users]:
     specs = make_test_kernelspecs(tmp / "jupyter")
     write_spec(specs, "symspec", IPYKERNEL)
     write_spec(specs, "open_spec", IPYKERNEL)
+    write_spec(specs, "limited", IPYKERNEL)
     config = tmp / "kernelyard_config.py"
     config.write_text(CONFIG)
     gw = start_gateway(tmp, "--config", str(config), env={"JUPYTER_PATH": str(specs)})
@@ -137,3 +138,16 @@ def test_a_user_name_in_another_case_is_the_same_user(users: Users) -> None:
         assert status == 403 and "carol" in body["message"], body
     finally:
         users.carol_upper.request("DELETE", f"/api/kernels/{model['id']}")
+
+
+def test_a_setting_keyed_by_another_spelling_applies_to_the_listed_kernelspec(
+        users: Users) -> None:
+    """kernelspec_max_kernels {"Limited": 1} limits 'limited' (with a warning at start)."""
+    assert users.gw.log_shows("kernelspec_max_kernels['Limited'] is taken as the kernelspec "
+                              "'limited'")
+    first = users.alice.start_kernel("limited")
+    try:
+        status, body, _ = users.bob.request("POST", "/api/kernels", {"name": "LIMITED"})
+        assert status == 403 and "limited" in body["message"], body
+    finally:
+        users.alice.request("DELETE", f"/api/kernels/{first}")

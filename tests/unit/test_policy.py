@@ -792,3 +792,10 @@ def test_no_name_validator_accepts_a_trailing_newline() -> None:
     for env in ({"KERNEL_SPARK_CONF": '{"spark.sql.x\\n": "1"}'}, {"KERNEL_QUEUE": "default\n"}):
         with pytest.raises(InvalidRequest):
             resources_for(SparkResources(), limits, env)
+
+
+def test_settings_keyed_by_kernelspec_are_rekeyed_by_the_listed_name() -> None:
+    table = {"Python3": 1, "SymSpec": 2, "symspec": 3, "not_installed": 4}
+    out, renamed = policy.by_canonical_kernelspec(table, LISTED)
+    assert out == {"python3": 1, "symspec": 3, "not_installed": 4}
+    assert renamed == [("Python3", "python3"), ("SymSpec", "symspec")]
