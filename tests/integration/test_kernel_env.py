@@ -26,6 +26,7 @@ from kernelyard import policy
 from tests.gateway import SECRETS, Gateway, start_gateway
 from tests.kernelspecs import IPYKERNEL, make_test_kernelspecs, write_spec
 from tests.procs import children_of, wait_gone
+from tests.realparts import ssh_hosts
 
 REPO = Path(__file__).resolve().parents[2]
 READ_ENV = "import os, json; print(json.dumps(dict(os.environ)))"
@@ -122,6 +123,40 @@ def test_the_kernelspec_env_is_applied_with_substitutions(gw: Gateway) -> None:
     assert seen["SPEC_VAR"] == "from-the-kernelspec"
     assert seen["PATH"] == "/opt/spec/bin:" + gateway_environ(gw)["PATH"]
     assert not GATEWAY_SECRETS.keys() & seen.keys()
+
+
+def test_a_remote_kernel_gets_inherited_envs_and_no_gateway_secret(
+        tmp_path: Path) -> None:
+    """An SSH kernel on a real host: KernelyardApp.inherited_envs reach it (the old
+    'differs from the gateway's env' filter dropped them), the gateway's secrets don't."""
+    hosts = ssh_hosts()
+    tmp_path.chmod(0o755)
+    folder = tmp_path / "jupyter" / "kernels" / "ssh_env"
+    folder.mkdir(parents=True)
+    (folder / "kernel.json").write_text(json.dumps({
+        "argv": ["kernelyard-launcher", "--", "/usr/bin/python3", "-m", "ipykernel_launcher",
+                 "-f", "{connection_file}"],
+        "display_name": "ssh_env", "language": "python",
+        "metadata": {"kernel_provisioner": {"provisioner_name": "kernelyard-ssh", "config": {
+            "hosts": hosts["KY_SSH_HOSTS"].split(",")[:1]}}}}))
+    for part in (tmp_path / "jupyter", tmp_path / "jupyter" / "kernels", folder):
+        part.chmod(0o755)
+    gw = start_gateway(
+        tmp_path, "--ip", hosts["KY_SSH_GATEWAY_IP"],
+        "--KernelyardApp.inherited_envs=INHERITED_ONE",
+        f"--SSHProvisioner.username={hosts['KY_SSH_USER']}",
+        f"--SSHProvisioner.client_keys={hosts['KY_SSH_KEY']}",
+        f"--SSHProvisioner.known_hosts={hosts['KY_SSH_KNOWN_HOSTS']}",
+        "--SSHProvisioner.poll_interval=1",
+        env={"JUPYTER_PATH": str(tmp_path / "jupyter"), **GATEWAY_SECRETS, **INHERITED})
+    try:
+        seen = kernel_environ(gw, gw.start_kernel("ssh_env", env={"KERNEL_FOO": "foo"}))
+    finally:
+        gw.stop()
+    present = sorted({*GATEWAY_SECRETS, "KERNELYARD_AUTH_TOKEN"} & seen.keys())
+    assert present == [], f"gateway variables in the remote kernel's env: {present}"
+    assert seen["KERNEL_FOO"] == "foo"
+    assert seen.get("INHERITED_ONE") == INHERITED["INHERITED_ONE"]
 
 
 # ---- item 10: one check for every env value and name ---------------------------------------
