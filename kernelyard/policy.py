@@ -259,6 +259,8 @@ def parse_launch_request(body: Any, policy: EnvPolicy) -> LaunchRequest:
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or not name):
         raise InvalidRequest("'name' must be a non-empty string")
+    if name is not None:
+        check_text("name", name)  # it reaches jupyter_client's log lines
     env = filter_client_env(body.get("env"), policy)
     kernel_id = env.pop("KERNEL_ID", None)
     if kernel_id is not None:

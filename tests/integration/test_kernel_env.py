@@ -182,6 +182,16 @@ def test_an_env_name_must_match_in_full(gw: Gateway, escaped: str) -> None:
     assert "env variable name" in body["message"]
 
 
+@pytest.mark.parametrize("escaped", ["\\ud800", "python3\\nFAKE LOG LINE", "a\\u2028b"])
+def test_a_kernelspec_name_is_checked_like_env_values(gw: Gateway, escaped: str) -> None:
+    for path, body in (("/api/kernels", '{"name": "%s"}'),
+                       ("/api/sessions", '{"path": "n.ipynb", "type": "notebook", '
+                                         '"kernel": {"name": "%s"}}')):
+        status, answer, _ = gw.request("POST", path, raw=(body % escaped).encode())
+        assert status == 400, (path, answer)
+        assert "name" in answer["message"]
+
+
 def test_a_session_path_with_a_lone_surrogate_is_400(gw: Gateway) -> None:
     raw = b'{"path": "nb\\ud800.ipynb", "type": "notebook", "kernel": {"name": "python3"}}'
     status, body, _ = gw.request("POST", "/api/sessions", raw=raw)
