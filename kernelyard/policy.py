@@ -52,7 +52,8 @@ def unsafe_character(value: str, refused: frozenset[str] = frozenset()) -> str |
 
     That is any character of the ``REFUSED_CATEGORIES``, any that does not encode
     as UTF-8, and any of ``refused``. The one character check for client text:
-    env values (``check_env_value``), session fields (``check_text``) and env names.
+    env values (``check_env_value``), session fields and kernelspec names
+    (``check_text``), Spark conf values (``spark_request``).
     """
     for char in value:
         if char in refused or unicodedata.category(char) in REFUSED_CATEGORIES:
