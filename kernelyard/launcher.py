@@ -288,7 +288,7 @@ def verify_control(
     if ts is None or abs(now - ts) > MAX_CLOCK_SKEW:
         raise ControlRefused("stale or missing ts")
     nonce = request.get("nonce")
-    if not isinstance(nonce, str) or not NONCE_RE.match(nonce):
+    if not isinstance(nonce, str) or not NONCE_RE.fullmatch(nonce):
         raise ControlRefused("missing or malformed nonce")
     for old in [n for n, seen in seen_nonces.items() if now - seen > NONCE_MEMORY]:
         del seen_nonces[old]
@@ -411,14 +411,14 @@ def _port_range_arg(text: str) -> tuple[int, int] | None:
 
 
 def _kernel_id_arg(text: str) -> str:
-    if not KERNEL_ID_RE.match(text):
+    if not KERNEL_ID_RE.fullmatch(text):
         raise argparse.ArgumentTypeError("a kernel id is letters, digits, '.', '_', '-'")
     return text
 
 
 def _spark_conf_arg(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
-    if not sep or not re.match(r"^[A-Za-z0-9_.-]+$", key):
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
         raise argparse.ArgumentTypeError("expected KEY=VALUE with a Spark conf key")
     return key, value
 
@@ -448,9 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """Options before ``--``, the kernel argv after it."""
+    """Options before ``--``, the kernel argv after it; ``-h``/``--help`` prints the usage."""
     parser = build_parser()
     if "--" not in argv:
+        if {"-h", "--help"} & set(argv):
+            parser.print_help()
+            parser.exit()
         parser.error("missing '--' before the kernel command")
     cut = argv.index("--")
     options, kernel_argv = parser.parse_args(argv[:cut]), argv[cut + 1:]

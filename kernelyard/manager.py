@@ -40,7 +40,7 @@ from traitlets import Integer, default
 
 from . import policy, wire
 from .audit import AuditEvent, AuditLog, result_of, where_of
-from .auth.principal import Principal
+from .auth.principal import Principal, canonical_username
 from .auth.token import gateway_user
 from .errors import (
     Conflict,
@@ -88,7 +88,7 @@ def runs_as_gateway_account(principal: Principal, requested: Any, account: str) 
     gateway's own user (the default) and the client names no ``KERNEL_USERNAME``.
     """
     return (not requested and principal.via in OWN_ACCOUNT_VIAS
-            and principal.name == account)
+            and principal.name == canonical_username(account))
 
 
 @dataclass(frozen=True)
@@ -115,9 +115,12 @@ class LaunchRules:
         return policy.LaunchPolicy(access=access, resource_limits=self.resource_limits)
 
     def kernel_env(self, client_env: Mapping[str, str]) -> dict[str, str]:
-        """A kernel's env: the gateway's (less its secrets), inherited names, the client's."""
-        base = policy.scrub_secrets(os.environ, self.env.secret_names)
-        return {**base, **policy.inherited_env(os.environ, self.env), **client_env}
+        """What every kernel is given: the ``inherited_envs`` and the client's names.
+
+        Never the gateway's environment: a kernel on this host gets the base set
+        (``policy.base_env``) from its provisioner, a remote one its host's own.
+        """
+        return {**policy.inherited_env(os.environ, self.env), **client_env}
 
 
 async def os_groups(user: str) -> frozenset[str]:
@@ -151,15 +154,32 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         super().__init__(**kwargs)
         self.rules = LaunchRules()
         self.audit = AuditLog()
+        self._starting: dict[str, Any] = {}  # kernel id -> its manager, while it starts
         self.quota_gate = QuotaGate(policy.QuotaPolicy(max_kernels=self.max_kernels or None),
                                     self.kernel_counts)
 
     def configure_policy(self, rules: LaunchRules, quotas: policy.QuotaPolicy,
                          audit: AuditLog) -> None:
-        """Install the settings ``KernelyardApp`` built and validated at start."""
-        self.rules = rules
-        self.quota_gate.policy = quotas
+        """Install the settings ``KernelyardApp`` built and validated at start.
+
+        Settings keyed by kernelspec name are re-keyed by the listed (canonical)
+        names, as every launch is looked up by those (``resolve_kernelspec``).
+        """
+        ksm: Any = self.kernel_spec_manager
+        listed = list(ksm.find_kernel_specs())
+        limits = self._canonical("kernelspec_max_kernels", quotas.kernelspec_max_kernels, listed)
+        access = self._canonical("kernelspec_access", rules.access.kernelspec_rules, listed)
+        self.rules = replace(rules, access=replace(rules.access, kernelspec_rules=access))
+        self.quota_gate.policy = replace(quotas, kernelspec_max_kernels=limits)
         self.audit = audit
+
+    def _canonical(self, setting: str, table: Mapping[str, Any], listed: list[str]) -> Any:
+        out, renamed = policy.by_canonical_kernelspec(table, listed)
+        for key, canonical in renamed:
+            self.log.warning("KernelyardApp.%s[%r] is taken as the kernelspec %r (kernelspec "
+                             "names are matched as listed); write %r", setting, key, canonical,
+                             canonical)
+        return out
 
     def kernel_counts(self) -> policy.KernelCounts:
         """The kernels this gateway has, by owner and kernelspec (starts in flight are the
@@ -178,7 +198,8 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
 
     def may_use_kernelspec(self, principal: Principal, name: str,
                            metadata: Mapping[str, Any]) -> bool:
-        """Whether ``principal`` may see and launch a kernelspec (as itself)."""
+        """Whether ``principal`` may see and launch a kernelspec (as itself); ``name``
+        must be the canonical one (``resolve_kernelspec``)."""
         access = self.rules.launch_policy(principal).access
         return policy.may_use_kernelspec(principal, name, metadata, access)
 
@@ -190,8 +211,19 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
 
     async def kernel_spec_of(self, name: str) -> Any:
         """The kernelspec ``name``; NotFound if there is none."""
+        return (await self.resolve_kernelspec(name))[1]
+
+    async def resolve_kernelspec(self, name: str) -> tuple[str, Any]:
+        """The canonical name (``policy.canonical_kernelspec_name``) and the kernelspec
+        ``name`` stands for; NotFound if it stands for none. Policy, quotas, records
+        and audit lines take this name, never the one the client typed."""
+        ksm: Any = self.kernel_spec_manager
+        listed = await asyncio.to_thread(ksm.find_kernel_specs)
+        canonical = policy.canonical_kernelspec_name(name, listed)
+        if canonical is None:
+            raise NotFound(f"no such kernelspec: {name!r}")
         try:
-            return await self._kernel_spec(name)
+            return canonical, await self._kernel_spec(canonical)
         except NoSuchKernel:
             raise NotFound(f"no such kernelspec: {name!r}") from None
 
@@ -206,10 +238,10 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         subject: the caller, or the user a service starts it for. Its env carries
         ``KERNEL_USERNAME`` set to that user. ``caller.event`` is filled in.
         """
-        name = request.kernel_name or self.default_kernel_name
         event = caller.event
-        event.action, event.kernelspec = "launch", name
-        spec = await self.kernel_spec_of(name)
+        event.action, event.kernelspec = "launch", request.kernel_name or self.default_kernel_name
+        name, spec = await self.resolve_kernelspec(event.kernelspec)
+        event.kernelspec = name
         plan = await self._authorize(caller.principal, request, name, spec)
         event.owner = plan.subject.name
         async with self.quota_gate.reserve(plan.subject, name):
@@ -242,6 +274,7 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         km: Any
         km, name, kernel_id = super().pre_start_kernel(kernel_name, kwargs)
         km.owner = owner
+        self._starting[kernel_id] = km  # for _forget_failed_start
         return km, name, kernel_id
 
     async def start_kernel(  # type: ignore[override]
@@ -259,8 +292,7 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         for an unknown kernelspec, ``Conflict`` for a kernel id in use and
         ``KernelStartFailed`` when the kernel cannot start.
         """
-        name = kernel_name or self.default_kernel_name
-        await self.kernel_spec_of(name)
+        name, _ = await self.resolve_kernelspec(kernel_name or self.default_kernel_name)
         if kernel_id is not None and (kernel_id in self or kernel_id in self._pending_kernels):
             raise Conflict(f"a kernel with id {kernel_id} already exists")
         return await self._start_or_clean_up(name, path, kernel_id, {**kwargs, "owner": owner})
@@ -301,6 +333,15 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
     async def _start_or_clean_up(
         self, name: str, path: str | None, kernel_id: str | None, kwargs: dict[str, Any]
     ) -> str:
+        """jupyter_server's start; a start that fails in ANY way leaves nothing behind.
+
+        Whatever the exception (a ``KernelStartFailed``, one a provisioner did not
+        expect, a cancellation), the kernel's process, files and ports are freed and
+        no pending entry is left (a stale one breaks ``shutdown_all``, so the gateway
+        would no longer exit on SIGTERM). An unexpected exception becomes a
+        ``KernelStartFailed`` naming the kernelspec; cancellations are re-raised.
+        """
+        kernel_id = kernel_id or self.new_kernel_id()
         try:
             kid: str = await super().start_kernel(
                 kernel_name=name, path=path, kernel_id=kernel_id, **kwargs  # type: ignore[arg-type]
@@ -308,15 +349,36 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
             # It has answered kernel_info: not 'starting' (clients would wait for it).
             self._kernels[kid].execution_state = "idle"
             return kid
-        except KernelStartFailed:
-            self._forget_failed_start()
-            raise
+        except BaseException as e:
+            await self._forget_failed_start(kernel_id, e)
+            if isinstance(e, KernelyardError) or not isinstance(e, Exception):
+                raise
+            self.log.error("Kernel %s (%s) failed to start", kernel_id, name, exc_info=e)
+            raise KernelStartFailed(f"Kernel '{name}' could not be started: an unexpected "
+                                    f"{type(e).__name__} (see the gateway's log)") from e
+        finally:
+            self._starting.pop(kernel_id, None)
 
-    def _forget_failed_start(self) -> None:
-        """jupyter_client keeps a failed start in its pending table forever; drop it."""
-        for kid, task in list(self._pending_kernels.items()):
-            if task.done() and kid not in self._kernels:
-                self._pending_kernels.pop(kid, None)
+    async def _forget_failed_start(self, kernel_id: str, error: BaseException) -> None:
+        """Free what a failed start made, and drop it from jupyter_client's tables.
+
+        jupyter_client keeps a failed start in its pending table forever. The paths
+        that raise ``KernelStartFailed`` after launching free the kernel themselves;
+        any other failure (or one before the launch, with the connection file
+        written) is freed here: the process group killed, files and ports released.
+        """
+        self._pending_kernels.pop(kernel_id, None)
+        km: Any = self._starting.get(kernel_id)
+        if km is None:
+            return
+        if self._kernels.get(kernel_id) is km:
+            self._kernels.pop(kernel_id, None)
+        if isinstance(error, KernelStartFailed) and not km._connection_file_written:
+            return
+        try:
+            await km._discard_failed_launch()
+        except Exception as e:
+            self.log.warning("Kernel %s: cleaning up a failed start failed: %s", kernel_id, e)
 
     async def _kernel_spec(self, name: str) -> Any:
         ksm: Any = self.kernel_spec_manager

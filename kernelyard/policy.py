@@ -13,22 +13,80 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, TypeVar
 
-from .auth.principal import Principal
+from .auth.principal import Principal, canonical_username
 from .errors import ConfigError, Forbidden, InvalidRequest, LimitReached, NotFound
 
 MAX_ENV_VALUE_LENGTH = 4096
 MAX_SESSION_ID = 255  # it becomes a ZMQ routing id (at most 255 bytes)
 # Gateway variables that hold secrets: never inherited by, nor settable for, a kernel.
-DEFAULT_SECRET_ENVS = ("KERNELYARD_AUTH_TOKEN", "JUPYTER_TOKEN", "JUPYTERHUB_API_TOKEN")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Control characters, shell expansion and command substitution never reach a kernel.
-_FORBIDDEN_IN_VALUE = re.compile(r"[\x00-\x1f\x7f$`]")
+# Every KERNELYARD_* name is treated the same way (``is_gateway_secret``).
+DEFAULT_SECRET_ENVS = ("KERNELYARD_AUTH_TOKEN", "KERNELYARD_PROXY_SECRET",
+                       "KERNELYARD_STORE_KEY", "JUPYTER_TOKEN", "JUPYTERHUB_API_TOKEN")
+GATEWAY_ENV_PREFIX = "KERNELYARD_"
+# What a kernel on the gateway's host takes from the gateway's environment, besides
+# ``inherited_envs``: where programs are, the locale, the time zone, the terminal and
+# the temporary directory, and (for a kernel that runs as the gateway's own account)
+# that account's HOME, USER, LOGNAME and SHELL. Nothing else (docs/configuration.md).
+BASE_ENV_NAMES = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ",
+                  "TERM", "TMPDIR")
+BASE_ENV_PREFIXES = ("LC_",)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+V = TypeVar("V")
+# Unicode categories no client text may hold: controls (C0, DEL and C1), lone
+# surrogates (they cannot be encoded, so exec and the store would fail), and the
+# line and paragraph separators (they end a line for many readers of logs and env).
+REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+# Shell expansion and command substitution never reach a kernel's env.
+_SHELL_CHARACTERS = frozenset("$`")
+
+
+def unsafe_character(value: str, refused: frozenset[str] = frozenset()) -> str | None:
+    """The first character of ``value`` a kernel's env or a log may not hold, else None.
+
+    That is any character of the ``REFUSED_CATEGORIES``, any that does not encode
+    as UTF-8, and any of ``refused``. The one character check for client text:
+    env values (``check_env_value``), session fields and kernelspec names
+    (``check_text``), Spark conf values (``spark_request``).
+    """
+    for char in value:
+        if char in refused or unicodedata.category(char) in REFUSED_CATEGORIES:
+            return char
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return value[e.start]
+    return None
+
+
+def _describe(char: str) -> str:
+    return f"U+{ord(char):04X}" + (f" ({char!r})" if char in _SHELL_CHARACTERS else "")
+
+
+def is_gateway_secret(name: str, secret_names: Iterable[str] = ()) -> bool:
+    """A gateway variable no kernel may inherit or be given: one of ``DEFAULT_SECRET_ENVS``
+    or ``secret_names``, or any ``KERNELYARD_*`` name (the gateway's and the launcher's
+    own variables)."""
+    return (name.startswith(GATEWAY_ENV_PREFIX) or name in DEFAULT_SECRET_ENVS
+            or name in set(secret_names))
+
+
+def is_base_env_name(name: str) -> bool:
+    """Whether a local kernel takes ``name`` from the gateway's env (the base set:
+    ``BASE_ENV_NAMES`` and ``LC_*``)."""
+    return name in BASE_ENV_NAMES or name.startswith(BASE_ENV_PREFIXES)
+
+
+def base_env(gateway_env: Mapping[str, str]) -> dict[str, str]:
+    """The base set of a local kernel's env: those of ``gateway_env`` that
+    ``is_base_env_name`` admits."""
+    return {name: value for name, value in gateway_env.items() if is_base_env_name(name)}
 
 
 @dataclass(frozen=True)
@@ -40,7 +98,7 @@ class EnvPolicy:
     secret_names: frozenset[str] = field(default_factory=frozenset)
 
     def allows_client_name(self, name: str) -> bool:
-        if name in self.secret_names:
+        if is_gateway_secret(name, self.secret_names):
             return False
         return name.startswith("KERNEL_") or "*" in self.client_envs or name in self.client_envs
 
@@ -56,18 +114,36 @@ class LaunchRequest:
 
 
 def check_env_value(name: str, value: Any) -> str:
-    """Return ``value`` if it may be put in a kernel's env, else raise naming ``name``."""
+    """Return ``value`` if it may be put in a kernel's env, else raise naming ``name``.
+
+    A string of at most ``MAX_ENV_VALUE_LENGTH`` characters without a character that
+    ``unsafe_character`` refuses, ``$`` or a backtick.
+    """
+    return _checked_text(f"env variable {name!r}", value, _SHELL_CHARACTERS)
+
+
+def _checked_text(what: str, value: Any, refused: frozenset[str]) -> str:
+    """``value`` if it is a safe string (``unsafe_character``), else an InvalidRequest
+    naming ``what``."""
     if not isinstance(value, str):
-        raise InvalidRequest(f"env variable {name!r} must be a string")
+        raise InvalidRequest(f"{what} must be a string")
     if len(value) > MAX_ENV_VALUE_LENGTH:
-        raise InvalidRequest(
-            f"env variable {name!r} is longer than {MAX_ENV_VALUE_LENGTH} characters"
-        )
-    if _FORBIDDEN_IN_VALUE.search(value):
-        raise InvalidRequest(
-            f"env variable {name!r} contains a control character, '$' or a backtick"
-        )
+        raise InvalidRequest(f"{what} is longer than {MAX_ENV_VALUE_LENGTH} characters")
+    bad = unsafe_character(value, refused)
+    if bad is not None:
+        extra = ", '$' or a backtick" if "$" in refused else " or a backtick"
+        raise InvalidRequest(f"{what} contains {_describe(bad)}: no control character, "
+                             f"surrogate, line or paragraph separator{extra} may appear")
     return value
+
+
+def check_env_name(name: Any) -> str:
+    """An env variable name: letters, digits and '_', not starting with a digit (in full)."""
+    if not isinstance(name, str) or _ENV_NAME.fullmatch(name) is None:
+        shown = ascii(name) if isinstance(name, str) else type(name).__name__
+        raise InvalidRequest(f"env variable name {shown} is not a valid name "
+                             "(letters, digits and '_', not starting with a digit)")
+    return name
 
 
 def filter_client_env(env: Any, policy: EnvPolicy) -> dict[str, str]:
@@ -82,9 +158,7 @@ def filter_client_env(env: Any, policy: EnvPolicy) -> dict[str, str]:
         raise InvalidRequest("'env' must be a JSON object")
     kept: dict[str, str] = {}
     for name, value in env.items():
-        if not _ENV_NAME.match(name):
-            raise InvalidRequest(f"env variable name {name!r} is not a valid name")
-        if policy.allows_client_name(name):
+        if policy.allows_client_name(check_env_name(name)):
             kept[name] = check_env_value(name, value)
     return kept
 
@@ -94,14 +168,16 @@ def inherited_env(gateway_env: Mapping[str, str], policy: EnvPolicy) -> dict[str
     return {
         name: gateway_env[name]
         for name in policy.inherited_envs
-        if name in gateway_env and name not in policy.secret_names
+        if name in gateway_env and not is_gateway_secret(name, policy.secret_names)
     }
 
 
 def scrub_secrets(env: Mapping[str, str], secret_names: Iterable[str]) -> dict[str, str]:
-    """A copy of ``env`` without the gateway's secrets."""
+    """A copy of ``env`` without the gateway's secrets (``is_gateway_secret``), for the
+    gateway's own helper processes (spark-submit); a kernel's env is built from an
+    allow list instead (``base_env``, ``inherited_env``, the client's names)."""
     secrets = set(secret_names)
-    return {k: v for k, v in env.items() if k not in secrets}
+    return {k: v for k, v in env.items() if not is_gateway_secret(k, secrets)}
 
 
 def check_kernel_id(value: Any) -> str:
@@ -138,15 +214,9 @@ def check_api_path(path: Any, field: str = "path") -> str | None:
 
 def check_text(field: str, value: Any) -> str:
     """A client's string that reaches a kernel's env the way a path does (a session's
-    path and name make ``JPY_SESSION_NAME``): at most 4096 characters, no control
-    characters or backticks. ``$`` passes, as file names may hold it."""
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{field!r} must be a string")
-    if len(value) > MAX_ENV_VALUE_LENGTH:
-        raise InvalidRequest(f"{field!r} is longer than {MAX_ENV_VALUE_LENGTH} characters")
-    if _FORBIDDEN_IN_VALUE.search(value.replace("$", "")):
-        raise InvalidRequest(f"{field!r} contains a control character or a backtick")
-    return value
+    path and name make ``JPY_SESSION_NAME``): at most 4096 characters, nothing
+    ``unsafe_character`` refuses, no backtick. ``$`` passes, as file names may hold it."""
+    return _checked_text(repr(field), value, frozenset("`"))
 
 
 def check_session_model(body: Any) -> Mapping[str, Any]:
@@ -190,6 +260,8 @@ def parse_launch_request(body: Any, policy: EnvPolicy) -> LaunchRequest:
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or not name):
         raise InvalidRequest("'name' must be a non-empty string")
+    if name is not None:
+        check_text("name", name)  # it reaches jupyter_client's log lines
     env = filter_client_env(body.get("env"), policy)
     kernel_id = env.pop("KERNEL_ID", None)
     if kernel_id is not None:
@@ -203,6 +275,41 @@ def parse_launch_request(body: Any, policy: EnvPolicy) -> LaunchRequest:
 
 
 # --- Kernelspec access ------------------------------------------------------------------
+
+
+def canonical_kernelspec_name(requested: str, listed: Iterable[str]) -> str | None:
+    """The listed kernelspec name a request's ``requested`` stands for, or None.
+
+    jupyter_client finds a kernelspec by its name in lower case (its listing holds
+    lower-case names only), so ``PYTHON3`` would launch ``python3``. Every policy
+    lookup, count, record and audit line uses the name this returns: the request's
+    own if listed, else the one listed name equal to it in lower case.
+    """
+    names = set(listed)
+    if requested in names:
+        return requested
+    folded = requested.lower()
+    return folded if folded in names else None
+
+
+def by_canonical_kernelspec(table: Mapping[str, V], listed: Iterable[str]
+                            ) -> tuple[dict[str, V], list[tuple[str, str]]]:
+    """A setting keyed by kernelspec name (``kernelspec_max_kernels``,
+    ``kernelspec_access``), re-keyed by the names the listing gives, and the
+    ``(key, canonical)`` pairs renamed. A key that names no listed kernelspec stays
+    as it is; when a key and its canonical name are both set, the canonical one wins."""
+    names = list(listed)
+    out: dict[str, V] = {}
+    renamed: list[tuple[str, str]] = []
+    for key, value in table.items():
+        canonical = canonical_kernelspec_name(key, names) or key
+        if canonical != key:
+            renamed.append((key, canonical))
+            if canonical in table:
+                continue
+        out[canonical] = value
+    return out, renamed
+
 
 ROOT_USER = "root"
 _ACCESS_KEYS = ("authorized_users", "unauthorized_users", "authorized_groups",
@@ -221,6 +328,13 @@ class AccessRules:
     unauthorized_users: frozenset[str] = frozenset()
     authorized_groups: frozenset[str] = frozenset()
     unauthorized_groups: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        # User names in their canonical form, as every Principal's (group names are
+        # the authenticators' and the OS's, compared exactly).
+        for key in ("authorized_users", "unauthorized_users"):
+            names = getattr(self, key)
+            object.__setattr__(self, key, frozenset(canonical_username(n) for n in names))
 
     @property
     def has_allow_list(self) -> bool:
@@ -447,6 +561,7 @@ def effective_username(principal: Principal, requested: Any = None) -> str:
         return principal.name
     if not is_valid_username(requested):
         raise InvalidRequest(f"KERNEL_USERNAME must be a user name of {_USERNAME_RULE}")
+    requested = canonical_username(requested)
     if requested == principal.name or principal.may_act_for_others:
         return str(requested)
     raise Forbidden(
@@ -487,6 +602,7 @@ class QuotaPolicy:
     kernelspec_max_kernels: Mapping[str, Limit] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "user_max_kernels", _by_canonical_user(self.user_max_kernels))
         _check_limit("max_kernels", self.max_kernels)
         _check_limit("max_kernels_per_user", self.max_kernels_per_user)
         for table in ("user_max_kernels", "group_max_kernels_per_user",
@@ -504,6 +620,19 @@ class QuotaPolicy:
             return (self.group_max_kernels_per_user[best],
                     f"the per-user limit of group {best!r}")
         return self.max_kernels_per_user, "the per-user limit"
+
+
+def _by_canonical_user(limits: Mapping[str, Limit]) -> dict[str, Limit]:
+    """``user_max_kernels`` keyed by canonical user names; two spellings of one name
+    with different limits are a ConfigError."""
+    out: dict[str, Limit] = {}
+    for name, limit in limits.items():
+        key = canonical_username(name)
+        if key in out and out[key] != limit:
+            raise ConfigError(f"user_max_kernels names the user {key!r} twice, with "
+                              "different limits (user names ignore letter case)")
+        out[key] = limit
+    return out
 
 
 def _check_limit(name: str, value: Any) -> None:
@@ -727,7 +856,8 @@ def may_access_kernel(principal: Principal, owner: str | None) -> bool:
 
     A kernel without an owner (``None`` or ``""``) is an admin's alone.
     """
-    return principal.admin or (bool(owner) and owner == principal.name)
+    return principal.admin or (isinstance(owner, str) and bool(owner)
+                               and canonical_username(owner) == principal.name)
 
 
 def check_kernel_access(principal: Principal, kernel_id: str, owner: str | None) -> None:
@@ -766,7 +896,7 @@ def redact_env_for(
     Only the owner sees it (an admin or another user gets ``{}``), with the
     values of sensitive names replaced by ``REDACTED``.
     """
-    if not env or not owner or viewer.name != owner:
+    if not env or not owner or viewer.name != canonical_username(owner):
         return {}
     secrets = set(secret_names)
     return {

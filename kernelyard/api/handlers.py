@@ -279,11 +279,11 @@ class KernelSpecAccessMixin(CallerMixin):
     async def check_kernelspec(self, kernel_name: str) -> None:
         handler: Any = self
         name = url_unescape(kernel_name)
-        try:
-            spec = await handler.kernel_manager.kernel_spec_of(name)
+        try:  # by its canonical name, as a launch is (policy.canonical_kernelspec_name)
+            canonical, spec = await handler.kernel_manager.resolve_kernelspec(name)
         except NotFound:
-            return  # jupyter_server answers for a missing kernelspec
-        if not self.may_use_kernelspec(principal_of(handler), name, spec.metadata):
+            raise NotFound(f"Kernel spec {name} not found") from None
+        if not self.may_use_kernelspec(principal_of(handler), canonical, spec.metadata):
             raise NotFound(f"Kernel spec {name} not found")
 
 

@@ -138,7 +138,7 @@ def principal_to_user(principal: str, realms: set[str], *, allow_instance: bool 
         raise Unauthorized("service principals (with an instance, such as HTTP/host) "
                            "may not sign in here")
     parts = [primary, instance] if slash else [primary]
-    if not all(_NAME_PART.match(part) for part in parts):
+    if not all(_NAME_PART.fullmatch(part) for part in parts):
         raise Unauthorized("the Kerberos principal's name is not a valid user name")
     return name
 

@@ -42,6 +42,7 @@ from traitlets import Bool, Float, List, Unicode
 
 from ..callbacks import CallbackRegistry
 from ..errors import KernelStartFailed
+from ..policy import is_gateway_secret
 from ..store import StoreFactory
 from ..store.base import KernelRecord
 from .status import BackendStatus, StatusPoller
@@ -92,7 +93,9 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     inherited_envs = List(
         Unicode(),
         config=True,
-        help="Names of the gateway's env variables passed to remote kernels.",
+        help="Names of the gateway's env variables passed to this provisioner's kernels "
+        "(besides KernelyardApp.inherited_envs). KERNELYARD_* names and the gateway's "
+        "secrets never pass.",
     )
 
     def __init__(self, **kwargs: Any):
@@ -302,10 +305,12 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         return timeout
 
     def _remote_env(self, env: dict[str, str]) -> dict[str, str]:
-        """Only what the client or kernelspec asked for travels, plus inherited names."""
-        own = {k: v for k, v in env.items() if os.environ.get(k) != v}
-        inherited = {k: os.environ[k] for k in self.inherited_envs if k in os.environ}
-        return {**inherited, **own}
+        """What travels: this provisioner's ``inherited_envs``, then the env the kernel
+        manager gave (``KernelyardApp.inherited_envs`` and the client's names; never
+        the gateway's environment). The kernelspec's env is added by ``pre_launch``."""
+        inherited = {k: os.environ[k] for k in self.inherited_envs
+                     if k in os.environ and not is_gateway_secret(k)}
+        return {**inherited, **env}
 
     def _kernel_argv(self, extra: list[str]) -> list[str]:
         resource_dir = self.kernel_spec.resource_dir

@@ -3,7 +3,9 @@
 The kernel's stdout and stderr go to a log file in the runtime dir, so that a
 kernel that dies while starting can be explained to the client (its last
 lines), and a port clash (``Address already in use``) can be told apart from
-other failures and retried. The gateway's secrets are removed from the env.
+other failures and retried. The kernel's env is allow-listed: the base set of
+``kernelyard.policy.base_env`` (PATH, locale, TZ, ...), the names the kernel
+manager passes (``inherited_envs``, the client's), the kernelspec's env.
 
 With ``run_as_user`` the kernel runs as its owner (``KERNEL_USERNAME``), started
 by the privileged helper ``kernelyard.runas`` (docs/run-as-user.md): directly
@@ -32,7 +34,7 @@ from traitlets import Bool, Float, Integer, List, Unicode
 
 from ..errors import KernelStartFailed
 from ..kernel_log import tail_lines
-from ..policy import DEFAULT_SECRET_ENVS, is_valid_username
+from ..policy import DEFAULT_SECRET_ENVS, base_env, is_gateway_secret, is_valid_username
 from ..usermap import DEFAULT_MIN_UID, RunAsRefused
 
 HELPER_MODULE = "kernelyard.runas"
@@ -119,11 +121,16 @@ class LocalKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
             env.pop(name, None)
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """The kernel's env is the base set (``policy.base_env``), then the env the kernel
+        manager gave (inherited names, the client's), then the kernelspec's: never the
+        gateway's environment, which jupyter_client would use when none is given."""
+        base = base_env(os.environ)
+        kwargs["env"] = {**base, **(kwargs.get("env") or {})}
         kwargs = await super().pre_launch(**kwargs)
         if self.run_as_user:
             env = kwargs.get("env") or {}
             self._user = self._owner(env)
-            kwargs["env"] = self._kernel_user_env(env)
+            kwargs["env"] = self._kernel_user_env(env, base)
             connection_file = self._km.connection_file
             kwargs["cmd"] = [arg.replace(connection_file, "{connection_file}")
                              for arg in kwargs["cmd"]]
@@ -178,10 +185,14 @@ class LocalKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
             )
         return user
 
-    def _kernel_user_env(self, env: dict[str, str]) -> dict[str, str]:
-        """Only what the kernelspec or client set, plus ``user_envs``: not the gateway's."""
+    def _kernel_user_env(self, env: dict[str, str], base: dict[str, str]) -> dict[str, str]:
+        """For a kernel run as its user: the base set only for ``user_envs`` (HOME, USER,
+        ... come from the user's passwd entry), unless the kernelspec changed a value."""
         keep = set(self.user_envs)
-        return {k: v for k, v in env.items() if k in keep or os.environ.get(k) != v}
+        env = {k: v for k, v in env.items() if k in keep or base.get(k) != v}
+        env.update({k: os.environ[k] for k in keep
+                    if k in os.environ and k not in env and not is_gateway_secret(k)})
+        return env
 
     def helper_argv(self) -> list[str]:
         if self.runas_command:

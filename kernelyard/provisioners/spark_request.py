@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import InvalidRequest
+from ..policy import unsafe_character
 
 _MEMORY = re.compile(r"^([1-9][0-9]{0,6})([kmgt])$", re.IGNORECASE)
 _MB_PER_UNIT = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -74,7 +75,7 @@ class SparkResources:
 
 def memory_mb(text: str, name: str) -> float:
     """A Spark memory size (``512m``, ``2g``) in MB; InvalidRequest naming ``name`` if not one."""
-    found = _MEMORY.match(text.strip())
+    found = _MEMORY.fullmatch(text.strip())
     if not found:
         raise InvalidRequest(f"{name} must be a size like 512m or 2g, not {text!r}")
     return int(found.group(1)) * _MB_PER_UNIT[found.group(2).lower()]
@@ -102,7 +103,7 @@ def resources_for(defaults: SparkResources, limits: SparkLimits,
 
 
 def _queue(name: str, limits: SparkLimits) -> str:
-    if not re.match(r"^[A-Za-z0-9_.-]{1,255}$", name):
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,255}", name):
         raise InvalidRequest(f"KERNEL_QUEUE {name!r} is not a queue name")
     if limits.allowed_queues and name not in limits.allowed_queues:
         raise InvalidRequest(f"KERNEL_QUEUE {name!r} is not allowed here "
@@ -117,7 +118,7 @@ def _memory_within(text: str, name: str, most: str) -> str:
 
 
 def _count_within(text: str, name: str, least: int, most: int) -> int:
-    if not re.match(r"^[0-9]{1,6}$", text.strip()):
+    if not re.fullmatch(r"[0-9]{1,6}", text.strip()):
         raise InvalidRequest(f"{name} must be a whole number, not {text!r}")
     value = int(text)
     if not least <= value <= most:
@@ -134,12 +135,12 @@ def _conf(text: str, limits: SparkLimits) -> dict[str, str]:
         raise InvalidRequest("KERNEL_SPARK_CONF must be a JSON object")
     checked = {}
     for key, value in conf.items():
-        if not isinstance(value, str | int | float | bool) or not _CONF_KEY.match(str(key)):
+        if not isinstance(value, str | int | float | bool) or not _CONF_KEY.fullmatch(str(key)):
             raise InvalidRequest(f"KERNEL_SPARK_CONF: {key!r} is not a Spark conf entry")
         if not any(fnmatch.fnmatchcase(key, pattern) for pattern in limits.allowed_conf):
             raise InvalidRequest(f"KERNEL_SPARK_CONF: {key} may not be set by a request")
         text_value = str(value).lower() if isinstance(value, bool) else str(value)
-        if len(text_value) > MAX_CONF_VALUE or "\n" in text_value or "\x00" in text_value:
+        if len(text_value) > MAX_CONF_VALUE or unsafe_character(text_value) is not None:
             raise InvalidRequest(f"KERNEL_SPARK_CONF: the value of {key} is too long or "
                                  "has control characters")
         checked[key] = text_value

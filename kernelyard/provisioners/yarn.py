@@ -319,7 +319,7 @@ class YarnProvisioner(RemoteProvisionerBase):
 
     def _proxy_user(self, env: dict[str, str]) -> str:
         user = env.get("KERNEL_USERNAME", "") if self.impersonate else ""
-        if user and not _USER.match(user):
+        if user and not _USER.fullmatch(user):
             raise InvalidRequest(f"KERNEL_USERNAME {user!r} is not a valid user name")
         return user
 

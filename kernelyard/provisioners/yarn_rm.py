@@ -92,7 +92,7 @@ class ResourceManager:
 
     async def kill(self, app_id: str) -> None:
         """Ask the RM to kill an application; an app that already ended is left alone."""
-        if not re.match(r"^application_\d+_\d+$", app_id):
+        if not re.fullmatch(r"application_\d+_\d+", app_id):
             raise ValueError(f"not a YARN application id: {app_id!r}")
         body = json.dumps({"state": "KILLED"})
         await self._rm_request(f"/ws/v1/cluster/apps/{app_id}/state", method="PUT",

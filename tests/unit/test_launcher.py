@@ -627,3 +627,20 @@ def test_spark_startup_without_pyspark_explains_on_first_use() -> None:
     assert lines.get("STARTUP") == "True", run.stdout + run.stderr
     assert "the Spark session could not be created" in lines.get("USE", ""), run.stdout
     assert "pyspark" in lines["USE"], run.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["--kernel-id", "k1", "--help"],
+                                  ["--help", "--", "true"]])
+def test_help_prints_the_usage_and_exits_0(args: list[str]) -> None:
+    """`python3 launcher.py --help` on a node: the usage on stdout, exit 0 (not 2)."""
+    done = subprocess.run([DEBIAN_PYTHON, "-I", str(LAUNCHER_FILE), *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: kernelyard-launcher [options] -- <kernel argv")
+    assert "--kernel-id" in done.stdout and done.stderr == ""
+
+
+def test_without_dashes_it_still_says_what_is_missing() -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        launcher.parse_args(["--kernel-id", "k1", "python3"])
+    assert exit_info.value.code == 2

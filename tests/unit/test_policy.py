@@ -367,7 +367,7 @@ def test_another_name_is_forbidden_and_names_the_variable(who: Principal) -> Non
 @pytest.mark.parametrize("requested", ["bob", "root", "a" * 32, "_svc", "john.smith", "x-1",
                                        "Bob"])
 def test_a_service_may_act_for_any_valid_name(requested: str) -> None:
-    assert policy.effective_username(HUB, requested) == requested
+    assert policy.effective_username(HUB, requested) == requested.lower()  # canonical
     assert policy.effective_username(HUB, None) == "hub"
 
 
@@ -384,7 +384,7 @@ def test_junk_names_are_invalid_requests(who: Principal, junk: Any) -> None:
 
 
 def test_a_caller_whose_own_name_is_not_a_user_name_is_refused() -> None:
-    with pytest.raises(Forbidden, match=r"alice@EXAMPLE\.COM"):
+    with pytest.raises(Forbidden, match=r"alice@example\.com"):  # in canonical case
         policy.effective_username(Principal("alice@EXAMPLE.COM"), None)
 
 
@@ -640,3 +640,162 @@ def test_authorize_a_service_acting_for_a_user_applies_that_users_rules() -> Non
 def test_authorize_refusals(who: Principal, env: dict[str, str], error: type) -> None:
     with pytest.raises(error):
         policy.authorize(who, launch(env), "py", {}, SETTINGS, run_as_groups=["analysts"])
+
+
+# --- Issue 10: one check for client text (item 10) -----------------------------------------
+
+REFUSED = st.characters(categories=["Cc", "Cs", "Zl", "Zp"])
+ALLOWED = st.characters(exclude_categories=["Cc", "Cs", "Zl", "Zp"], exclude_characters="$`")
+
+
+@given(st.text(ALLOWED, max_size=20), REFUSED, st.text(ALLOWED, max_size=20))
+def test_a_refused_character_anywhere_is_a_400_naming_the_variable(
+        before: str, bad: str, after: str) -> None:
+    value = before + bad + after
+    with pytest.raises(InvalidRequest, match="KERNEL_X") as error:
+        policy.filter_client_env({"KERNEL_X": value}, P)
+    assert f"U+{ord(bad):04X}" in error.value.message
+    with pytest.raises(InvalidRequest, match="'path'"):
+        policy.check_text("path", value)
+
+
+@given(st.text(ALLOWED, max_size=50))
+def test_other_text_passes_unchanged(value: str) -> None:
+    assert policy.check_env_value("KERNEL_X", value) == value
+    assert policy.check_text("name", value) == value
+    assert policy.unsafe_character(value) is None
+
+
+@pytest.mark.parametrize("value", ["\ud800", "a\udfff", "\x85", "\x9b[31m", "\u2028",
+                                   "\u2029", "\x7f", "\x00", "\r"])
+def test_the_values_of_the_review_are_refused(value: str) -> None:
+    with pytest.raises(InvalidRequest, match="KERNEL_X"):
+        policy.check_env_value("KERNEL_X", value)
+
+
+@pytest.mark.parametrize("name", ["KERNEL_Y\n", "KERNEL_Y\r", "KERNEL_\u2028", "KERNEL_\ud800",
+                                  "KERNEL_É", "\nKERNEL_Y", 5])
+def test_env_names_must_match_in_full(name: Any) -> None:
+    with pytest.raises(InvalidRequest, match="env variable name"):
+        policy.filter_client_env({name: "v"}, P)
+
+
+@given(st.text(max_size=12))
+def test_an_accepted_name_is_an_ascii_identifier(name: str) -> None:
+    try:
+        policy.check_env_name(name)
+    except InvalidRequest:
+        return
+    assert name.isascii() and name.isidentifier() and "\n" not in name
+
+
+def test_spark_conf_values_share_the_check() -> None:
+    from kernelyard.provisioners.spark_request import SparkLimits, SparkResources, resources_for
+
+    limits = SparkLimits(allowed_conf=("spark.sql.*",))
+    for bad in ("\\ud800", "\\u2028", "\\u0085"):
+        with pytest.raises(InvalidRequest, match="control characters"):
+            resources_for(SparkResources(), limits,
+                          {"KERNEL_SPARK_CONF": '{"spark.sql.x": "a' + bad + 'b"}'})
+
+
+# --- Issue 10: an allow-listed kernel env (item 3) -----------------------------------------
+
+def test_the_base_set_is_all_a_local_kernel_takes_from_the_gateway() -> None:
+    gateway = {"PATH": "/bin", "HOME": "/root", "LANG": "C.UTF-8", "LC_TIME": "C", "TZ": "UTC",
+               "KERNELYARD_PROXY_SECRET": "p", "KERNELYARD_STORE_KEY": "k",
+               "AWS_SECRET_ACCESS_KEY": "a", "GITHUB_TOKEN": "g", "FOO": "f",
+               "PYTHONPATH": "/x", "LD_PRELOAD": "/evil.so"}
+    assert policy.base_env(gateway) == {"PATH": "/bin", "HOME": "/root", "LANG": "C.UTF-8",
+                                        "LC_TIME": "C", "TZ": "UTC"}
+
+
+@pytest.mark.parametrize("name", ["KERNELYARD_PROXY_SECRET", "KERNELYARD_STORE_KEY",
+                                  "KERNELYARD_AUTH_TOKEN", "KERNELYARD_ANYTHING", "JUPYTER_TOKEN"])
+def test_gateway_secrets_are_never_inherited_nor_set_by_a_client(name: str) -> None:
+    env_policy = policy.EnvPolicy(client_envs=("*",), inherited_envs=(name, "HOME"))
+    assert policy.is_gateway_secret(name)
+    assert policy.inherited_env({name: "s", "HOME": "/h"}, env_policy) == {"HOME": "/h"}
+    assert policy.filter_client_env({name: "s", "OTHER": "o"}, env_policy) == {"OTHER": "o"}
+    assert policy.scrub_secrets({name: "s", "JAVA_HOME": "/j"}, ()) == {"JAVA_HOME": "/j"}
+
+
+# --- Issue 10: canonical names before policy (item 4) ---------------------------------------
+
+LISTED = ["python3", "symspec", "spark_yarn"]
+
+
+@pytest.mark.parametrize(("requested", "canonical"), [
+    ("python3", "python3"), ("PYTHON3", "python3"), ("SymSpec", "symspec"),
+    ("Spark_YARN", "spark_yarn"), ("python", None), ("symspec ", None), ("", None)])
+def test_a_kernelspec_name_resolves_to_the_listed_one(requested: str,
+                                                      canonical: str | None) -> None:
+    assert policy.canonical_kernelspec_name(requested, LISTED) == canonical
+
+
+@given(st.text(max_size=12))
+def test_a_resolved_kernelspec_name_is_listed_and_equal_but_for_case(requested: str) -> None:
+    canonical = policy.canonical_kernelspec_name(requested, LISTED)
+    assert canonical is None or (canonical in LISTED
+                                 and canonical.lower() == requested.lower())
+
+
+def test_rules_keyed_by_the_canonical_name_catch_every_spelling() -> None:
+    access = policy.AccessPolicy(kernelspec_rules={
+        "symspec": policy.AccessRules(authorized_users=frozenset({"alice"}))})
+    bob = Principal("bob")
+    for spelling in ("SYMSPEC", "SymSpec", "symspec"):
+        name = policy.canonical_kernelspec_name(spelling, LISTED)
+        assert name == "symspec"
+        with pytest.raises(Forbidden):
+            policy.check_kernelspec_access(bob, name, {}, access)
+        quota = policy.QuotaPolicy(kernelspec_max_kernels={"symspec": 1})
+        with pytest.raises(LimitReached):
+            policy.check_quota(quota, ALICE, name, policy.KernelCounts.of([("x", "symspec")]))
+
+
+@pytest.mark.parametrize("spelling", ["Alice", "ALICE", "alice"])
+def test_user_names_are_canonical_everywhere(spelling: str) -> None:
+    who = Principal(spelling)
+    assert who.name == "alice"
+    denied = policy.AccessRules(unauthorized_users=frozenset({"ALICE"}))
+    assert denied.denies(who) and denied.denies(Principal("alice"))
+    assert policy.AccessRules(authorized_users=frozenset({"Alice"})).allows(who)
+    quota = policy.QuotaPolicy(user_max_kernels={"Alice": 1})
+    assert quota.user_limit(Principal("alice"))[0] == 1
+    assert policy.effective_username(Principal("alice"), spelling) == "alice"
+    assert policy.may_access_kernel(who, "Alice") and policy.may_access_kernel(who, "alice")
+    assert not policy.may_access_kernel(Principal("bob"), spelling)
+
+
+def test_two_spellings_of_a_user_with_different_limits_are_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="'alice' twice"):
+        policy.QuotaPolicy(user_max_kernels={"Alice": 1, "alice": 2})
+
+
+def test_no_name_validator_accepts_a_trailing_newline() -> None:
+    """Every '^...$' check matches in full: '$' alone matches before a final newline."""
+    import argparse
+
+    from kernelyard import launcher
+    from kernelyard.auth.spnego import principal_to_user
+    from kernelyard.errors import Unauthorized
+    from kernelyard.provisioners.spark_request import SparkLimits, SparkResources, resources_for
+
+    with pytest.raises(Unauthorized):
+        principal_to_user("alice\n@EXAMPLE.COM", {"EXAMPLE.COM"})
+    with pytest.raises(argparse.ArgumentTypeError):
+        launcher._kernel_id_arg("k1\n")
+    with pytest.raises(argparse.ArgumentTypeError):
+        launcher._spark_conf_arg("spark.a\n=1")
+    limits = SparkLimits(allowed_conf=("spark.sql.*",))
+    for env in ({"KERNEL_SPARK_CONF": '{"spark.sql.x\\n": "1"}'}, {"KERNEL_QUEUE": "default\n"}):
+        with pytest.raises(InvalidRequest):
+            resources_for(SparkResources(), limits, env)
+
+
+def test_settings_keyed_by_kernelspec_are_rekeyed_by_the_listed_name() -> None:
+    table = {"Python3": 1, "SymSpec": 2, "symspec": 3, "not_installed": 4}
+    out, renamed = policy.by_canonical_kernelspec(table, LISTED)
+    assert out == {"python3": 1, "symspec": 3, "not_installed": 4}
+    assert renamed == [("Python3", "python3"), ("SymSpec", "symspec")]
