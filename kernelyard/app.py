@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import ssl
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-from jupyter_server.base.handlers import Template404
-from jupyter_server.serverapp import ServerApp
+from jupyter_server.serverapp import DEFAULT_JUPYTER_SERVER_PORT, ServerApp
 from traitlets import Bool, Dict, Integer, List, Unicode, default
 
 from . import policy
 from ._version import __version__
 from .api.channels import GatewayChannelsConnection
-from .api.handlers import NotFoundHandler
+from .api.routes import build_web_app
 from .audit import AuditLog, open_audit_log
 from .auth.api_tokens import ApiTokenAuthenticator
 from .auth.provider import GatewayIdentityProvider
@@ -433,12 +434,45 @@ class KernelyardApp(ServerApp):
             self.update_config(cfg)
 
     def init_webapp(self) -> None:
+        """jupyter_server's web app setup, with kernelyard's application (api/routes.py).
+
+        The application serves kernelyard's route table only; TLS, CORS and the
+        websocket settings are set as ``ServerApp.init_webapp`` sets them.
+        """
         self.check_security()
-        self.tornado_settings.update(kernelyard_app=self, disable_check_xsrf=True)
-        super().init_webapp()
-        for rule in self.web_app.wildcard_router.rules:
-            if rule.target is Template404:
-                rule.target = NotFoundHandler
+        self._init_tornado_settings()
+        self.web_app = build_web_app(self)
+        self._init_ssl_options()
+        self.identity_provider.validate_security(self, ssl_options=self.ssl_options)
+
+    def _init_tornado_settings(self) -> None:
+        settings = self.tornado_settings
+        settings.update(kernelyard_app=self, disable_check_xsrf=True,
+                        allow_origin=self.allow_origin, allow_credentials=self.allow_credentials,
+                        websocket_compression_options=self.websocket_compression_options,
+                        autoreload=self.autoreload)
+        if self.allow_origin_pat:
+            settings["allow_origin_pat"] = re.compile(self.allow_origin_pat)
+        if self.sock and self.port != DEFAULT_JUPYTER_SERVER_PORT:
+            self.log.critical("Options --port and --sock are mutually exclusive.")
+            self.exit(1)
+        if self.sock:
+            self.port = 0
+
+    def _init_ssl_options(self) -> None:
+        """``ssl_options`` from certfile, keyfile and client_ca (None: no TLS)."""
+        options = dict(self.ssl_options or {})
+        for key, value in (("certfile", self.certfile), ("keyfile", self.keyfile),
+                           ("ca_certs", self.client_ca)):
+            if value:
+                options[key] = value
+        if not options:
+            self.ssl_options = None  # type: ignore[assignment]
+            return
+        options.setdefault("ssl_version", ssl.PROTOCOL_TLS_SERVER)
+        if options.get("ca_certs"):
+            options.setdefault("cert_reqs", ssl.CERT_REQUIRED)
+        self.ssl_options = options
 
     def check_security(self) -> None:
         """Refuse to serve unauthenticated on a reachable address; warn on loopback."""

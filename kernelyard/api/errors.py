@@ -42,10 +42,21 @@ def status_and_message(exc: BaseException | None, status: int) -> tuple[int, str
                 return code, public.message
         return 500, public.message
     if isinstance(exc, web.HTTPError):
-        return exc.status_code, exc.log_message or responses.get(exc.status_code, "Error")
+        return exc.status_code, _http_error_message(exc)
     if exc is None:
         return status, responses.get(status, "Error")
     return 500, "Unhandled error"
+
+
+def _http_error_message(exc: web.HTTPError) -> str:
+    """A tornado ``HTTPError``'s message with its arguments filled in."""
+    message = exc.log_message or responses.get(exc.status_code, "Error")
+    if exc.args:
+        try:
+            return message % exc.args
+        except (TypeError, ValueError):
+            return responses.get(exc.status_code, "Error")
+    return message
 
 
 def _public_error(exc: BaseException | None) -> errors.KernelyardError | None:
