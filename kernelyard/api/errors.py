@@ -79,6 +79,9 @@ class GatewayHandlerMixin:
     """
 
     audit_actions: ClassVar[Mapping[str, str]] = {}
+    # tornado reads a body before prepare() unless the handler streams it: streamed,
+    # prepare() authenticates and checks the declared size before a byte is read.
+    _stream_request_body = True
 
     def audit_action(self) -> str:
         handler: Any = self
@@ -98,7 +101,30 @@ class GatewayHandlerMixin:
         handler: Any = self
         if handler.identity_provider.get_user(handler) is None:
             raise web.HTTPError(401, "authentication required: send 'Authorization: token ...'")
-        return await super().prepare(**kwargs)  # type: ignore[misc]
+        result = await super().prepare(**kwargs)  # type: ignore[misc]  # authenticates
+        self.limit_body()
+        return result  # type: ignore[no-any-return]
+
+    def limit_body(self) -> None:
+        """413 for a declared body above ``KernelyardApp.max_body_size``, before it is
+        read; a chunked body is cut by the connection at the same size."""
+        handler: Any = self
+        app = handler.settings.get("kernelyard_app")
+        limit = getattr(app, "max_body_size", None)
+        if not limit:
+            return
+        if content_length(handler.request.headers) > limit:
+            raise web.HTTPError(413, f"a request body is at most {limit} bytes "
+                                "(KernelyardApp.max_body_size)")
+        handler.request.connection.set_max_body_size(limit)
+
+    def data_received(self, chunk: bytes) -> None:
+        """A piece of the (streamed) body, kept in ``request.body``."""
+        handler: Any = self
+        body = handler.request.body
+        if not isinstance(body, bytearray):
+            body = handler.request.body = bytearray(body)
+        body.extend(chunk)
 
     def get_json_body(self) -> Any:
         """The request body as JSON (``None`` if empty); ``InvalidRequest`` if it is not
@@ -120,6 +146,7 @@ class GatewayHandlerMixin:
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         handler: Any = self
+        _discard_unread_body(handler.request)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         status, message = status_and_message(exc, status_code)
         handler._audit_reason = message
@@ -155,3 +182,27 @@ class GatewayHandlerMixin:
         if isinstance(user, PrincipalUser):
             event.who, event.via = user.principal.name, user.principal.via
         audit.write(event, result, status, getattr(handler, "_audit_reason", ""))
+
+
+def content_length(headers: Mapping[str, str]) -> int:
+    """The declared body size (0 if none; tornado refuses a malformed one)."""
+    try:
+        return int(headers.get("Content-Length", "0"))
+    except ValueError:
+        return 0
+
+
+# Larger than any body: a refused request's body is dropped unread, not refused again.
+_UNLIMITED = 1 << 62
+
+
+def _discard_unread_body(request: Any) -> None:
+    """Let tornado drop the rest of a refused request's body instead of answering it a
+    second time (its own 400 for a body above the limit) while the connection closes.
+
+    tornado closes a connection whose response ends before its request body was read.
+    """
+    connection = getattr(request, "connection", None)
+    setter = getattr(connection, "set_max_body_size", None)
+    if setter is not None:
+        setter(_UNLIMITED)

@@ -46,7 +46,7 @@ from ..auth.provider import principal_of
 from ..callbacks import CALLBACK_PATH, CallbackRegistry
 from ..errors import Forbidden, InvalidRequest, NotFound
 from ..manager import Caller, acting_as
-from .errors import GatewayHandlerMixin
+from .errors import GatewayHandlerMixin, content_length
 from .spec import SpecHandler
 
 
@@ -425,7 +425,7 @@ class CallbackHandler(GatewayHandlerMixin, APIHandler):
     async def prepare(self, **kwargs: Any) -> None:
         """The size and the token, before the body: no user authentication here."""
         self._chunks: list[bytes] = []
-        if _content_length(self.request.headers) > MAX_CALLBACK_BODY:
+        if content_length(self.request.headers) > MAX_CALLBACK_BODY:
             raise web.HTTPError(413, f"a callback body is at most {MAX_CALLBACK_BODY} bytes")
         connection: Any = self.request.connection
         connection.set_max_body_size(MAX_CALLBACK_BODY)  # a chunked body too
@@ -447,14 +447,6 @@ class CallbackHandler(GatewayHandlerMixin, APIHandler):
             payload = None
         CallbackRegistry.instance().fulfil(kernel_id, self._token(), payload)
         self.finish({})
-
-
-def _content_length(headers: Mapping[str, str]) -> int:
-    """The declared body size (0 if none; tornado refuses a malformed one)."""
-    try:
-        return int(headers.get("Content-Length", "0"))
-    except ValueError:
-        return 0
 
 
 default_handlers.append((rf"/{CALLBACK_PATH}/{_KERNEL_ID}", CallbackHandler))
