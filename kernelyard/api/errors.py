@@ -146,7 +146,8 @@ class GatewayHandlerMixin:
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         handler: Any = self
-        _discard_unread_body(handler.request)
+        if _body_unread(handler.request):
+            _drop_body_and_close(handler)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         status, message = status_and_message(exc, status_code)
         handler._audit_reason = message
@@ -196,13 +197,18 @@ def content_length(headers: Mapping[str, str]) -> int:
 _UNLIMITED = 1 << 62
 
 
-def _discard_unread_body(request: Any) -> None:
-    """Let tornado drop the rest of a refused request's body instead of answering it a
-    second time (its own 400 for a body above the limit) while the connection closes.
+def _body_unread(request: Any) -> bool:
+    """Whether the request was refused before its body was read (in ``prepare``)."""
+    future = getattr(request, "_body_future", None)  # tornado's, for a streamed body
+    return future is not None and not future.done()
 
-    tornado closes a connection whose response ends before its request body was read.
-    """
-    connection = getattr(request, "connection", None)
-    setter = getattr(connection, "set_max_body_size", None)
+
+def _drop_body_and_close(handler: Any) -> None:
+    """A response sent before the request's body was read ends the connection (tornado
+    closes it: the only way not to read the body). Say so in ``Connection: close``, so a
+    client does not send its next request on it, and let tornado drop the rest of the
+    body instead of answering a second time (its own 400 for a body above the limit)."""
+    handler.set_header("Connection", "close")
+    setter = getattr(handler.request.connection, "set_max_body_size", None)
     if setter is not None:
         setter(_UNLIMITED)
