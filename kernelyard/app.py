@@ -297,10 +297,6 @@ class KernelyardApp(ServerApp):
     def _default_kernel_websocket_connection_class(self) -> type:
         return GatewayChannelsConnection
 
-    @default("extra_services")
-    def _default_extra_services(self) -> list[str]:
-        return ["kernelyard.api.handlers"]
-
     @default("open_browser")
     def _default_open_browser(self) -> bool:
         return False

@@ -5,7 +5,7 @@ comes from (the app's, ``tornado.access``/``application``/``general``,
 ``traitlets``, ``asyncio``, the root logger and its last-resort handler):
 
 - ``SecretRedactor`` rewrites a record's message (and formatted traceback) with
-  credentials replaced by ``[redacted]``: the values of ``Authorization``
+  credentials replaced by ``[secret]``: the values of ``Authorization``
   headers, ``token``/``Bearer``/``Negotiate``/``Basic`` credentials quoted in a
   message (tornado's "Malformed HTTP message ... Invalid header value '...'"),
   the whole value of an invalid header, ``?token=`` and similar query
@@ -33,7 +33,7 @@ from typing import Any
 
 import tornado
 
-REDACTED = "[redacted]"
+REDACTED = "[secret]"  # the marker jupyter_server scrubs URL parameters with
 MIN_SECRET = 8  # shorter values would match ordinary words
 _SCHEMES = r"(?:token|bearer|negotiate|basic|digest)"
 _VALUE = r"[A-Za-z0-9+/=._~:\-]{6,}"
