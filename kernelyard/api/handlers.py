@@ -288,8 +288,9 @@ def _resource_path_problem(path: str) -> str:
         return "empty (name a file of the kernelspec, e.g. logo-64x64.png)"
     if len(path) > MAX_RESOURCE_PATH:
         return f"longer than {MAX_RESOURCE_PATH} characters"
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in path):
-        return "it holds a control character"
+    if any(unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp")
+           for c in path):
+        return "it holds a control, format or line separator character"
     if "\\" in path:
         return "it holds a backslash"
     if path.startswith("/"):

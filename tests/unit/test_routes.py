@@ -87,3 +87,25 @@ def test_live_router_is_the_documented_route_table(tmp_path: Path, base_url: str
             assert methods == docs[path], (path, rule["handler"], methods, docs[path])
             routed[path] = methods
     assert set(routed) == set(docs), f"documented but not routed: {set(docs) - set(routed)}"
+
+
+@pytest.mark.parametrize(("name", "path"), [
+    ("python3", "\x00"), ("python3", "logo\x00.png"), ("python3", "../kernel.json"),
+    ("python3", "a/../../x"), ("python3", "/etc/passwd"), ("python3", "a\\..\\x"),
+    ("python3", ""), ("python3", "a//b"), ("python3", "./x"), ("python3", "x\u2028"),
+    ("python3", "x" * 1025), ("\x00", "logo.png"), ("..", "kernel.json"), ("py thon", "x"),
+])
+def test_bad_resource_paths_are_refused(name: str, path: str) -> None:
+    from kernelyard.api.handlers import check_resource_path
+    from kernelyard.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="kernelspec") as err:
+        check_resource_path(name, path)
+    assert "%s" not in err.value.message
+
+
+@pytest.mark.parametrize("path", ["logo-64x64.png", "kernel.js", "sub/dir/file.txt", "a.b"])
+def test_good_resource_paths_pass(path: str) -> None:
+    from kernelyard.api.handlers import check_resource_path
+
+    check_resource_path("python3", path)
