@@ -5,7 +5,10 @@ raised anywhere below (or wrapped by a jupyter_server handler into a 500)
 comes out as its own status with ``{"reason", "message"}``; so does a request
 body that is not UTF-8 JSON (400, ``get_json_body``). The mixin also
 writes each request's audit line when the request ends (``kernelyard.audit``):
-always for kernel operations, and for any other request that was refused.
+always for kernel operations, and for any other request that was refused. Every
+handler streams its body (``_stream_request_body``), so authentication and the
+``KernelyardApp.max_body_size`` check (413) happen before a byte of it is read;
+a request refused then ends its connection (``Connection: close``).
 """
 
 from __future__ import annotations
