@@ -352,7 +352,8 @@ def test_every_secured_operation_answers_401_without_a_token(gw: Gateway) -> Non
         status, body, _ = gw.request(method, url, {} if method in ("POST", "PATCH") else None,
                                      token="")
         assert status == 401, (label, status, body)
-        assert body["reason"] == "Unauthorized", (label, body)
+        if method != "HEAD":  # a HEAD answer has no body
+            assert body["reason"] == "Unauthorized", (label, body)
 
 
 def _delete_session(gw: Gateway, status: int, body: Any) -> None:
