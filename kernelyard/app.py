@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import ssl
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-from jupyter_server.base.handlers import Template404
-from jupyter_server.serverapp import ServerApp
-from traitlets import Bool, Dict, Integer, List, Unicode, default
+from jupyter_server.serverapp import DEFAULT_JUPYTER_SERVER_PORT, ServerApp
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
-from . import policy
+from . import logredact, policy
 from ._version import __version__
 from .api.channels import GatewayChannelsConnection
-from .api.handlers import NotFoundHandler
+from .api.limits import GatewayHTTPServer
+from .api.routes import build_web_app
 from .audit import AuditLog, open_audit_log
 from .auth.api_tokens import ApiTokenAuthenticator
 from .auth.provider import GatewayIdentityProvider
@@ -244,6 +246,39 @@ class KernelyardApp(ServerApp):
         help="How many rotated audit log files to keep (audit.log.1, audit.log.2, ...).",
     )
 
+    idle_connection_timeout = Float(
+        60.0,
+        min=0.1,
+        config=True,
+        help="Seconds a connection may stay open without sending a complete request "
+        "header: idle keep-alive connections, and clients that send their headers slowly, "
+        "are closed after it (websockets are not affected; see websocket_ping_interval).",
+    )
+    body_timeout = Float(
+        60.0,
+        min=0.1,
+        config=True,
+        help="Seconds a client has to send a request body once its headers are in; a "
+        "stalled upload is cut after it.",
+    )
+    max_body_size = Integer(
+        1024 * 1024,
+        min=1024,
+        config=True,
+        help="The largest request body accepted, in bytes (the kernels and sessions API "
+        "takes small JSON bodies). A larger declared Content-Length gets a JSON 413 once "
+        "the caller is authenticated (401 before), without the body being read; a larger "
+        "chunked body is cut.",
+    )
+    max_buffer_size = Integer(
+        16 * 1024 * 1024,
+        min=64 * 1024,
+        config=True,
+        help="The most bytes read ahead on one connection, in bytes: bounds a websocket "
+        "message from a client (tornado's websocket_max_message_size, 10 MiB by default, "
+        "must fit) and the memory one connection can hold.",
+    )
+
     audit: AuditLog = AuditLog()
 
     @default("kernel_manager_class")
@@ -261,10 +296,6 @@ class KernelyardApp(ServerApp):
     @default("kernel_websocket_connection_class")
     def _default_kernel_websocket_connection_class(self) -> type:
         return GatewayChannelsConnection
-
-    @default("extra_services")
-    def _default_extra_services(self) -> list[str]:
-        return ["kernelyard.api.handlers"]
 
     @default("open_browser")
     def _default_open_browser(self) -> bool:
@@ -401,14 +432,30 @@ class KernelyardApp(ServerApp):
             self.exit(1)
 
     def init_httpserver(self) -> None:
-        """Re-adopt the kernels of a previous gateway process before serving anyone."""
+        """Re-adopt the kernels of a previous gateway process before serving anyone, then
+        create the HTTP server (``make_http_server``) and bind it."""
         try:
             manager: Any = self.kernel_manager
             self.io_loop.run_sync(manager.adopt_stored_kernels)
         except ConfigError as e:
             self.log.critical("%s", e.message)
             self.exit(1)
-        super().init_httpserver()
+        self._http_server = self.make_http_server()
+        if not self.sock:
+            self._find_http_port()
+        self.io_loop.add_callback(self._bind_http_server)
+
+    def make_http_server(self) -> GatewayHTTPServer:
+        """The HTTP server, with the connection timeouts and body limits of the settings."""
+        return GatewayHTTPServer(
+            self.web_app,
+            ssl_options=self.ssl_options,
+            xheaders=self.trust_xheaders,
+            idle_connection_timeout=self.idle_connection_timeout,
+            body_timeout=self.body_timeout,
+            max_body_size=self.max_body_size,
+            max_buffer_size=self.max_buffer_size,
+        )
 
     def start_app(self) -> None:
         CallbackRegistry.instance().default_url = self.connection_url
@@ -432,13 +479,55 @@ class KernelyardApp(ServerApp):
             cfg.KernelProvisionerFactory.default_provisioner_name = "kernelyard-local"
             self.update_config(cfg)
 
+    def init_logging(self) -> None:
+        super().init_logging()
+        self.init_log_redaction()
+
+    def init_log_redaction(self) -> None:
+        """No secret in any log line, and no flood of tornado's lines (kernelyard/logredact.py)."""
+        logredact.install([self.auth_token])
+
     def init_webapp(self) -> None:
+        """jupyter_server's web app setup, with kernelyard's application (api/routes.py).
+
+        The application serves kernelyard's route table only; TLS, CORS and the
+        websocket settings are set as ``ServerApp.init_webapp`` sets them.
+        """
+        self.init_log_redaction()  # again: handlers added since init_logging
         self.check_security()
-        self.tornado_settings.update(kernelyard_app=self, disable_check_xsrf=True)
-        super().init_webapp()
-        for rule in self.web_app.wildcard_router.rules:
-            if rule.target is Template404:
-                rule.target = NotFoundHandler
+        self._init_tornado_settings()
+        self.web_app = build_web_app(self)
+        self._init_ssl_options()
+        self.identity_provider.validate_security(self, ssl_options=self.ssl_options)
+
+    def _init_tornado_settings(self) -> None:
+        settings = self.tornado_settings
+        settings.update(kernelyard_app=self, disable_check_xsrf=True,
+                        allow_origin=self.allow_origin, allow_credentials=self.allow_credentials,
+                        websocket_compression_options=self.websocket_compression_options,
+                        autoreload=self.autoreload)
+        if self.allow_origin_pat:
+            settings["allow_origin_pat"] = re.compile(self.allow_origin_pat)
+        if self.sock and self.port != DEFAULT_JUPYTER_SERVER_PORT:
+            self.log.critical("Options --port and --sock are mutually exclusive.")
+            self.exit(1)
+        if self.sock:
+            self.port = 0
+
+    def _init_ssl_options(self) -> None:
+        """``ssl_options`` from certfile, keyfile and client_ca (None: no TLS)."""
+        options = dict(self.ssl_options or {})
+        for key, value in (("certfile", self.certfile), ("keyfile", self.keyfile),
+                           ("ca_certs", self.client_ca)):
+            if value:
+                options[key] = value
+        if not options:
+            self.ssl_options = None  # type: ignore[assignment]
+            return
+        options.setdefault("ssl_version", ssl.PROTOCOL_TLS_SERVER)
+        if options.get("ca_certs"):
+            options.setdefault("cert_reqs", ssl.CERT_REQUIRED)
+        self.ssl_options = options
 
     def check_security(self) -> None:
         """Refuse to serve unauthenticated on a reachable address; warn on loopback."""

@@ -5,7 +5,10 @@ raised anywhere below (or wrapped by a jupyter_server handler into a 500)
 comes out as its own status with ``{"reason", "message"}``; so does a request
 body that is not UTF-8 JSON (400, ``get_json_body``). The mixin also
 writes each request's audit line when the request ends (``kernelyard.audit``):
-always for kernel operations, and for any other request that was refused.
+always for kernel operations, and for any other request that was refused. Every
+handler streams its body (``_stream_request_body``), so authentication and the
+``KernelyardApp.max_body_size`` check (413) happen before a byte of it is read;
+a request refused then ends its connection (``Connection: close``).
 """
 
 from __future__ import annotations
@@ -42,10 +45,21 @@ def status_and_message(exc: BaseException | None, status: int) -> tuple[int, str
                 return code, public.message
         return 500, public.message
     if isinstance(exc, web.HTTPError):
-        return exc.status_code, exc.log_message or responses.get(exc.status_code, "Error")
+        return exc.status_code, _http_error_message(exc)
     if exc is None:
         return status, responses.get(status, "Error")
     return 500, "Unhandled error"
+
+
+def _http_error_message(exc: web.HTTPError) -> str:
+    """A tornado ``HTTPError``'s message with its arguments filled in."""
+    message = exc.log_message or responses.get(exc.status_code, "Error")
+    if exc.args:
+        try:
+            return message % exc.args
+        except (TypeError, ValueError):
+            return responses.get(exc.status_code, "Error")
+    return message
 
 
 def _public_error(exc: BaseException | None) -> errors.KernelyardError | None:
@@ -68,6 +82,9 @@ class GatewayHandlerMixin:
     """
 
     audit_actions: ClassVar[Mapping[str, str]] = {}
+    # tornado reads a body before prepare() unless the handler streams it: streamed,
+    # prepare() authenticates and checks the declared size before a byte is read.
+    _stream_request_body = True
 
     def audit_action(self) -> str:
         handler: Any = self
@@ -87,7 +104,30 @@ class GatewayHandlerMixin:
         handler: Any = self
         if handler.identity_provider.get_user(handler) is None:
             raise web.HTTPError(401, "authentication required: send 'Authorization: token ...'")
-        return await super().prepare(**kwargs)  # type: ignore[misc]
+        result = await super().prepare(**kwargs)  # type: ignore[misc]  # authenticates
+        self.limit_body()
+        return result  # type: ignore[no-any-return]
+
+    def limit_body(self) -> None:
+        """413 for a declared body above ``KernelyardApp.max_body_size``, before it is
+        read; a chunked body is cut by the connection at the same size."""
+        handler: Any = self
+        app = handler.settings.get("kernelyard_app")
+        limit = getattr(app, "max_body_size", None)
+        if not limit:
+            return
+        if content_length(handler.request.headers) > limit:
+            raise web.HTTPError(413, f"a request body is at most {limit} bytes "
+                                "(KernelyardApp.max_body_size)")
+        handler.request.connection.set_max_body_size(limit)
+
+    def data_received(self, chunk: bytes) -> None:
+        """A piece of the (streamed) body, kept in ``request.body``."""
+        handler: Any = self
+        body = handler.request.body
+        if not isinstance(body, bytearray):
+            body = handler.request.body = bytearray(body)
+        body.extend(chunk)
 
     def get_json_body(self) -> Any:
         """The request body as JSON (``None`` if empty); ``InvalidRequest`` if it is not
@@ -109,6 +149,8 @@ class GatewayHandlerMixin:
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         handler: Any = self
+        if _body_unread(handler.request):
+            _drop_body_and_close(handler)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         status, message = status_and_message(exc, status_code)
         handler._audit_reason = message
@@ -145,3 +187,32 @@ class GatewayHandlerMixin:
         if isinstance(user, PrincipalUser):
             event.who, event.via = user.principal.name, user.principal.via
         audit.write(event, result, status, getattr(handler, "_audit_reason", ""))
+
+
+def content_length(headers: Mapping[str, str]) -> int:
+    """The declared body size (0 if none; tornado refuses a malformed one)."""
+    try:
+        return int(headers.get("Content-Length", "0"))
+    except ValueError:
+        return 0
+
+
+# Larger than any body: a refused request's body is dropped unread, not refused again.
+_UNLIMITED = 1 << 62
+
+
+def _body_unread(request: Any) -> bool:
+    """Whether the request was refused before its body was read (in ``prepare``)."""
+    future = getattr(request, "_body_future", None)  # tornado's, for a streamed body
+    return future is not None and not future.done()
+
+
+def _drop_body_and_close(handler: Any) -> None:
+    """A response sent before the request's body was read ends the connection (tornado
+    closes it: the only way not to read the body). Say so in ``Connection: close``, so a
+    client does not send its next request on it, and let tornado drop the rest of the
+    body instead of answering a second time (its own 400 for a body above the limit)."""
+    handler.set_header("Connection", "close")
+    setter = getattr(handler.request.connection, "set_max_body_size", None)
+    if setter is not None:
+        setter(_UNLIMITED)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -44,7 +46,7 @@ from ..auth.provider import principal_of
 from ..callbacks import CALLBACK_PATH, CallbackRegistry
 from ..errors import Forbidden, InvalidRequest, NotFound
 from ..manager import Caller, acting_as
-from .errors import GatewayHandlerMixin
+from .errors import GatewayHandlerMixin, content_length
 from .spec import SpecHandler
 
 
@@ -308,8 +310,45 @@ class KernelSpecResourceFileHandler(KernelSpecAccessMixin, GatewayHandlerMixin,
     async def get(  # type: ignore[override]
         self, kernel_name: str, path: str, include_body: bool = True
     ) -> None:
+        check_resource_path(kernel_name, path)
         await self.check_kernelspec(kernel_name)
         await super().get(kernel_name, path, include_body=include_body)
+
+
+_SPEC_NAME = re.compile(r"[a-z0-9._\-]+", re.IGNORECASE)  # jupyter_client's kernelspec names
+MAX_RESOURCE_PATH = 1024
+
+
+def check_resource_path(kernel_name: str, path: str) -> None:
+    """``InvalidRequest`` unless ``path`` names a file inside a kernelspec's directory.
+
+    Checked on the decoded request, before any file system call: a NUL or other
+    control character, a backslash, an absolute path, and empty, ``.`` or ``..``
+    segments are refused, so are kernelspec names jupyter_client would not list.
+    """
+    if not _SPEC_NAME.fullmatch(kernel_name) or kernel_name in (".", ".."):
+        raise InvalidRequest(f"invalid kernelspec name {kernel_name!r}: letters, digits, "
+                             "'.', '_' and '-' only")
+    problem = _resource_path_problem(path)
+    if problem:
+        raise InvalidRequest(f"invalid kernelspec resource path {path!r}: {problem}")
+
+
+def _resource_path_problem(path: str) -> str:
+    if not path:
+        return "empty (name a file of the kernelspec, e.g. logo-64x64.png)"
+    if len(path) > MAX_RESOURCE_PATH:
+        return f"longer than {MAX_RESOURCE_PATH} characters"
+    if any(unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp")
+           for c in path):
+        return "it holds a control, format or line separator character"
+    if "\\" in path:
+        return "it holds a backslash"
+    if path.startswith("/"):
+        return "it is absolute"
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "it must stay inside the kernelspec's directory (no '..', '.' or empty segment)"
+    return ""
 
 
 class SessionRootHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionRootHandler):
@@ -386,8 +425,17 @@ class SessionHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionHandler):
             await super().delete(session_id)
 
 
+class _AnyMethod(tuple):  # type: ignore[type-arg]
+    """``SUPPORTED_METHODS`` that contains every method: no 405 before the 404."""
+
+    def __contains__(self, method: object) -> bool:
+        return True
+
+
 class NotFoundHandler(GatewayHandlerMixin, APIHandler):
-    """Every unknown path: a JSON 404, before any authentication."""
+    """Every unknown path, with any method: a JSON 404, before any authentication."""
+
+    SUPPORTED_METHODS = _AnyMethod(APIHandler.SUPPORTED_METHODS)  # type: ignore[assignment]
 
     async def prepare(self, **kwargs: Any) -> None:
         raise NotFound(f"no such resource: {self.request.path}")
@@ -429,7 +477,7 @@ class CallbackHandler(GatewayHandlerMixin, APIHandler):
     async def prepare(self, **kwargs: Any) -> None:
         """The size and the token, before the body: no user authentication here."""
         self._chunks: list[bytes] = []
-        if _content_length(self.request.headers) > MAX_CALLBACK_BODY:
+        if content_length(self.request.headers) > MAX_CALLBACK_BODY:
             raise web.HTTPError(413, f"a callback body is at most {MAX_CALLBACK_BODY} bytes")
         connection: Any = self.request.connection
         connection.set_max_body_size(MAX_CALLBACK_BODY)  # a chunked body too
@@ -451,14 +499,6 @@ class CallbackHandler(GatewayHandlerMixin, APIHandler):
             payload = None
         CallbackRegistry.instance().fulfil(kernel_id, self._token(), payload)
         self.finish({})
-
-
-def _content_length(headers: Mapping[str, str]) -> int:
-    """The declared body size (0 if none; tornado refuses a malformed one)."""
-    try:
-        return int(headers.get("Content-Length", "0"))
-    except ValueError:
-        return 0
 
 
 default_handlers.append((rf"/{CALLBACK_PATH}/{_KERNEL_ID}", CallbackHandler))

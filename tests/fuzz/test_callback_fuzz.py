@@ -290,7 +290,7 @@ def _head_only(setup: Setup, length: int, wait: float, token: str | None = None)
 
 
 def test_a_body_past_the_servers_size_limit_is_refused_at_once(setup: Setup) -> None:
-    """Past jupyter_server's max_body_size (512 MiB): refused before reading too."""
+    """Past KernelyardApp.max_body_size (1 MiB by default): refused before reading too."""
     answer = _head_only(setup, 2 * 1024 ** 3, wait=10)
     assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 413 ")), answer
 
