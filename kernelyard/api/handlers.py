@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 import jupyter_server
 from jupyter_client.jsonutil import json_default
@@ -42,10 +42,12 @@ from ..audit import OK, AuditEvent, where_of
 from ..auth.principal import Principal
 from ..auth.provider import principal_of
 from ..callbacks import CALLBACK_PATH, CallbackRegistry
-from ..errors import Forbidden, InvalidRequest, NotFound
+from ..errors import ClientLeft, Forbidden, InvalidRequest, NotFound
 from ..manager import Caller, acting_as
 from .errors import GatewayHandlerMixin
 from .spec import SpecHandler
+
+T = TypeVar("T")
 
 
 def gateway_app(handler: Any) -> Any:
@@ -102,8 +104,46 @@ class VersionHandler(GatewayHandlerMixin, APIHandler):
         self.finish({"version": jupyter_server.__version__, "gateway_version": __version__})
 
 
-class MainKernelHandler(CallerMixin, GatewayHandlerMixin, kernels.MainKernelHandler):
-    """``GET/POST /api/kernels``: the caller's kernels (all for an admin); start one."""
+class CancelOnCloseMixin:
+    """A long operation that is cancelled when the client closes its connection.
+
+    tornado calls ``on_connection_close`` when the client hangs up while the
+    request runs; the operation's task is then cancelled (a kernel start cleans
+    up what it launched) and the request ends with 499, which nobody reads but
+    the access and audit logs.
+    """
+
+    async def until_client_leaves(self, work: Awaitable[T]) -> T:
+        handler: Any = self
+        task = asyncio.ensure_future(work)
+        handler._cancellable = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if not getattr(handler, "_client_left", False):
+                raise
+            raise ClientLeft("the client closed the connection; the start was cancelled "
+                             "and cleaned up") from None
+        finally:
+            handler._cancellable = None
+
+    def on_connection_close(self) -> None:
+        handler: Any = self
+        task = getattr(handler, "_cancellable", None)
+        if task is not None and not task.done():
+            handler._client_left = True
+            handler.log.info("%s %s: the client closed the connection; cancelling",
+                             handler.request.method, handler.request.path)
+            task.cancel()
+        super().on_connection_close()  # type: ignore[misc]
+
+
+class MainKernelHandler(CancelOnCloseMixin, CallerMixin, GatewayHandlerMixin,
+                        kernels.MainKernelHandler):
+    """``GET/POST /api/kernels``: the caller's kernels (all for an admin); start one.
+
+    A start ends with the client: closing the connection cancels it (nothing is left).
+    """
 
     audit_actions: ClassVar[Mapping[str, str]] = {"GET": "list", "POST": "launch"}
 
@@ -124,7 +164,7 @@ class MainKernelHandler(CallerMixin, GatewayHandlerMixin, kernels.MainKernelHand
         km: Any = self.kernel_manager
         self.audit_event.kernelspec = km.default_kernel_name
         launch = policy.parse_launch_request(self.get_json_body(), app.env_policy)
-        kernel_id = await km.launch(self.caller(), launch)
+        kernel_id = await self.until_client_leaves(km.launch(self.caller(), launch))
         model = await ensure_async(km.kernel_model(kernel_id))
         self.set_header(
             "Location", url_path_join(self.base_url, "api", "kernels", url_escape(kernel_id))
@@ -301,9 +341,11 @@ class SessionHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionHandler):
         if body is not None:  # jupyter_server answers a missing body
             policy.check_session_model(body)
         with acting_as(self.caller()):
-            sm = self.session_manager
+            sm: Any = self.session_manager
             before = await sm.get_session(session_id=session_id)
             kernel = (body or {}).get("kernel")
+            if isinstance(kernel, dict) and kernel.get("id") is not None:
+                sm.require_kernel(kernel["id"])  # missing or not the caller's: one 404
             if isinstance(kernel, dict) and kernel.get("id") is None and kernel.get("name"):
                 kernel_id = await sm.start_kernel_for_session(
                     session_id, path=before["path"], name=before["name"], type=before["type"],
