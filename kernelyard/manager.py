@@ -178,7 +178,8 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         self.audit = AuditLog()
         self.quota_gate = QuotaGate(policy.QuotaPolicy(max_kernels=self.max_kernels or None),
                                     self.kernel_counts)
-        self._used_ids: OrderedDict[str, None] = OrderedDict()
+        self._used_ids: OrderedDict[str, None] = OrderedDict()  # ids kernels had
+        self._claimed: set[str] = set()  # ids of starts in flight
         # Called with a kernel's id once it is removed (shut down, culled): its sessions go.
         self.kernel_removed_listeners: list[Callable[[str], None]] = []
 
@@ -249,11 +250,15 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         event.owner = plan.subject.name
         env, cwd = await self._working_dir(plan, spec, name)
         kernel_id = self.claim_kernel_id(caller.principal, request.kernel_id)
-        async with self.quota_gate.reserve(plan.subject, name):
-            await self._start_within(
-                deadline, kernel_name=name, path=None if cwd else request.path,
-                kernel_id=kernel_id, env=self.rules.kernel_env(env), owner=plan.subject.name,
-                **({"cwd": cwd} if cwd else {}))
+        try:
+            async with self.quota_gate.reserve(plan.subject, name):
+                await self._start_within(
+                    deadline, kernel_name=name, path=None if cwd else request.path,
+                    kernel_id=kernel_id, env=self.rules.kernel_env(env),
+                    owner=plan.subject.name, **({"cwd": cwd} if cwd else {}))
+        finally:
+            self._claimed.discard(kernel_id)
+        self._remember_id(kernel_id)
         event.kernel_id = kernel_id
         event.where = where_of(self._kernels.get(kernel_id))
         await self._persist_owner(kernel_id)
@@ -263,19 +268,21 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         """The id of a new kernel: a fresh one, or the client's if no kernel has or had it.
 
         The owner (or an admin) of a live kernel with that id gets ``Conflict``;
-        anyone else, and everyone for the id of a kernel that is gone (as far back
-        as ``remembered_kernel_ids``), gets the same ``InvalidRequest``.
+        anyone else, and everyone for the id of a kernel that is starting or gone
+        (as far back as ``remembered_kernel_ids``), gets the same ``InvalidRequest``.
+        The id stays claimed until the caller's start ends (``launch``); an id whose
+        start failed was never a kernel's and may be tried again.
         """
         if requested is None:
             kernel_id = self.new_kernel_id()
         elif requested in self and self.may_access(principal, requested):
             raise Conflict(f"a kernel with id {requested} already exists")
         elif requested in self or requested in self._pending_kernels \
-                or requested in self._used_ids:
+                or requested in self._claimed or requested in self._used_ids:
             raise InvalidRequest(USED_KERNEL_ID.format(requested))
         else:
             kernel_id = requested
-        self._remember_id(kernel_id)
+        self._claimed.add(kernel_id)
         return kernel_id
 
     def _remember_id(self, kernel_id: str) -> None:
@@ -346,6 +353,7 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
     def remove_kernel(self, kernel_id: str) -> Any:
         """jupyter_client's, then every ``kernel_removed_listeners`` (sessions go too)."""
         km = super().remove_kernel(kernel_id)
+        self._remember_id(kernel_id)
         for listener in list(self.kernel_removed_listeners):
             listener(kernel_id)
         return km
@@ -371,7 +379,6 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         km: Any
         km, name, kernel_id = super().pre_start_kernel(kernel_name, kwargs)
         km.owner = owner
-        self._remember_id(kernel_id)
         return km, name, kernel_id
 
     async def start_kernel(  # type: ignore[override]

@@ -301,9 +301,10 @@ class KernelSpecResourceFileHandler(KernelSpecAccessMixin, GatewayHandlerMixin,
         await super().get(kernel_name, path, include_body=include_body)
 
 
-class SessionRootHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionRootHandler):
+class SessionRootHandler(CancelOnCloseMixin, CallerMixin, GatewayHandlerMixin,
+                         sessions.SessionRootHandler):
     """``GET/POST /api/sessions``: the caller's sessions; a new one's kernel is launched
-    under every launch rule."""
+    under every launch rule (and cancelled if the client closes the connection)."""
 
     audit_actions: ClassVar[Mapping[str, str]] = {"GET": "list", "POST": "session"}
 
@@ -316,7 +317,8 @@ class SessionRootHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionRootH
     async def post(self) -> None:
         policy.check_session_model(self.get_json_body())
         with acting_as(self.caller()):
-            await super().post()
+            creating: Any = super().post()
+            await self.until_client_leaves(creating)
 
 
 class SessionHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionHandler):
