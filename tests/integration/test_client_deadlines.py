@@ -101,18 +101,25 @@ def test_a_longer_client_deadline_is_the_gateways_own(slow: tuple[Gateway, str])
         assert gw.request("DELETE", f"/api/kernels/{model['id']}")[0] == 204
 
 
-def test_a_client_that_leaves_mid_start_leaves_nothing(slow: tuple[Gateway, str]) -> None:
+@pytest.mark.parametrize(("path", "payload"), [
+    ("/api/kernels", {"name": "slow"}),
+    ("/api/sessions", {"path": "left.ipynb", "type": "notebook", "kernel": {"name": "slow"}}),
+])
+def test_a_client_that_leaves_mid_start_leaves_nothing(
+        slow: tuple[Gateway, str], path: str, payload: dict[str, object]) -> None:
     gw, tag = slow
     url = urlsplit(gw.url)
-    body = json.dumps({"name": "slow"}).encode()
-    request = (f"POST /api/kernels HTTP/1.1\r\nHost: {url.netloc}\r\n"
+    body = json.dumps(payload).encode()
+    request = (f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
                f"Authorization: token {gw.token}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     with socket.create_connection((url.hostname, url.port), timeout=60) as client:
         client.sendall(request)
         _wait("the slow kernel to be launched", lambda: bool(_tagged_pids(tag)))
     _nothing_left(gw, tag)
-    assert gw.log_shows("closed the connection")
+    assert gw.log_shows(f"POST {path}: the client closed the connection")
+    status, sessions, _ = gw.request("GET", "/api/sessions")
+    assert status == 200 and sessions == [], sessions
 
 
 # ---- KERNEL_WORKING_DIR ------------------------------------------------------------------
@@ -194,3 +201,57 @@ def test_working_dir_within_the_users_home(tmp_path: Path) -> None:
         for child in inside.iterdir():
             child.unlink()
         inside.rmdir()
+
+
+# ---- remote kernels (real SSH hosts) -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ssh_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway with 'ssh_mute_long': its launcher never calls back, for 600 s."""
+    from tests.integration import test_ssh
+    from tests.realparts import ssh_hosts
+
+    hosts = ssh_hosts()
+    root = tmp_path_factory.mktemp("ssh-deadlines")
+    root.chmod(0o755)
+    test_ssh._write_specs(root / "jupyter", hosts)
+    (root / "jupyter").chmod(0o755)
+    mute = json.loads((root / "jupyter" / "kernels" / "ssh_mute" / "kernel.json").read_text())
+    remote_python = mute["metadata"]["kernel_provisioner"]["config"]["remote_python"]
+    test_ssh._spec(root / "jupyter", "ssh_mute_long", hosts["KY_SSH_HOSTS"].split(",")[:1],
+                   test_ssh.PY_KERNEL, remote_python=remote_python, launch_timeout=600.0)
+    gw = test_ssh._start(root, hosts)
+    yield gw
+    gw.stop()
+
+
+def _remote_kernel_gone(gw: Gateway, kid: str) -> None:
+    from tests.integration.test_ssh import _remote_processes
+
+    _wait("the remote kernel's processes to end", lambda: not _remote_processes(kid))
+    status, kernels, _ = gw.request("GET", "/api/kernels")
+    assert status == 200 and kid not in json.dumps(kernels), kernels
+
+
+def test_a_remote_start_ends_at_the_client_deadline(ssh_gw: Gateway) -> None:
+    kid = str(uuid.uuid4())
+    status, body, _ = ssh_gw.request("POST", "/api/kernels", {"name": "ssh_mute_long", "env": {
+        "KERNEL_LAUNCH_TIMEOUT": "4", "KERNEL_ID": kid}}, timeout=120)
+    assert status == 504 and "KERNEL_LAUNCH_TIMEOUT" in body["message"], body
+    _remote_kernel_gone(ssh_gw, kid)
+
+
+def test_a_remote_start_ends_with_its_client(ssh_gw: Gateway) -> None:
+    from tests.integration.test_ssh import _remote_processes
+
+    kid = str(uuid.uuid4())
+    url = urlsplit(ssh_gw.url)
+    body = json.dumps({"name": "ssh_mute_long", "env": {"KERNEL_ID": kid}}).encode()
+    request = (f"POST /api/kernels HTTP/1.1\r\nHost: {url.netloc}\r\n"
+               f"Authorization: token {ssh_gw.token}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    with socket.create_connection((url.hostname, url.port), timeout=60) as client:
+        client.sendall(request)
+        _wait("the remote kernel to be launched", lambda: bool(_remote_processes(kid)))
+    _remote_kernel_gone(ssh_gw, kid)
