@@ -255,3 +255,30 @@ def test_a_remote_start_ends_with_its_client(ssh_gw: Gateway) -> None:
         client.sendall(request)
         _wait("the remote kernel to be launched", lambda: bool(_remote_processes(kid)))
     _remote_kernel_gone(ssh_gw, kid)
+
+
+# ---- a real Jupyter Server as the client -------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_jupyter_servers_deadline_leaves_no_kernel(
+        slow: tuple[Gateway, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jupyter Server gives up at its request_timeout and sends KERNEL_LAUNCH_TIMEOUT (that
+    less a 2 s pad, from its own env): the gateway ends the start first and keeps nothing."""
+    from tests.e2e.clients import diagnostics, require_jupyterlab, start_jupyter
+
+    require_jupyterlab()
+    gw, tag = slow
+    monkeypatch.setenv("KERNEL_LAUNCH_TIMEOUT", "3")  # Jupyter Server's env
+    jp = start_jupyter(tmp_path / "jupyter-server", gw, app="server",
+                       args=("--GatewayClient.request_timeout=5",))
+    try:
+        status, body = jp.request("POST", "/api/sessions", {
+            "path": "slow.ipynb", "type": "notebook", "kernel": {"name": "slow"}})
+        assert status >= 500, (status, body, diagnostics(jp, gw))
+        assert gw.log_shows("KERNEL_LAUNCH_TIMEOUT of 3 s"), diagnostics(gw)
+        _nothing_left(gw, tag)
+        status, sessions = jp.request("GET", "/api/sessions")
+        assert status == 200 and sessions == [], sessions
+    finally:
+        jp.stop()
