@@ -208,20 +208,19 @@ def test_working_dir_within_the_users_home(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ssh_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """A gateway with 'ssh_mute_long': its launcher never calls back, for 600 s."""
+    """A gateway with 'ssh_slow': its launcher calls back at once, but the kernel command
+    sleeps for 600 s before it becomes ipykernel (and the gateway would wait 900 s)."""
     from tests.integration import test_ssh
     from tests.realparts import ssh_hosts
 
     hosts = ssh_hosts()
     root = tmp_path_factory.mktemp("ssh-deadlines")
     root.chmod(0o755)
-    test_ssh._write_specs(root / "jupyter", hosts)
+    py = test_ssh.REMOTE_PY
+    test_ssh._spec(root / "jupyter", "ssh_slow", hosts["KY_SSH_HOSTS"].split(",")[:1],
+                   [py, "-c", SLOW, "slow-remote-kernel", "{connection_file}"])
     (root / "jupyter").chmod(0o755)
-    mute = json.loads((root / "jupyter" / "kernels" / "ssh_mute" / "kernel.json").read_text())
-    remote_python = mute["metadata"]["kernel_provisioner"]["config"]["remote_python"]
-    test_ssh._spec(root / "jupyter", "ssh_mute_long", hosts["KY_SSH_HOSTS"].split(",")[:1],
-                   test_ssh.PY_KERNEL, remote_python=remote_python, launch_timeout=600.0)
-    gw = test_ssh._start(root, hosts)
+    gw = test_ssh._start(root, hosts, "--GatewayKernelManager.start_timeout=900")
     yield gw
     gw.stop()
 
@@ -236,7 +235,7 @@ def _remote_kernel_gone(gw: Gateway, kid: str) -> None:
 
 def test_a_remote_start_ends_at_the_client_deadline(ssh_gw: Gateway) -> None:
     kid = str(uuid.uuid4())
-    status, body, _ = ssh_gw.request("POST", "/api/kernels", {"name": "ssh_mute_long", "env": {
+    status, body, _ = ssh_gw.request("POST", "/api/kernels", {"name": "ssh_slow", "env": {
         "KERNEL_LAUNCH_TIMEOUT": "4", "KERNEL_ID": kid}}, timeout=120)
     assert status == 504 and "KERNEL_LAUNCH_TIMEOUT" in body["message"], body
     _remote_kernel_gone(ssh_gw, kid)
@@ -247,7 +246,7 @@ def test_a_remote_start_ends_with_its_client(ssh_gw: Gateway) -> None:
 
     kid = str(uuid.uuid4())
     url = urlsplit(ssh_gw.url)
-    body = json.dumps({"name": "ssh_mute_long", "env": {"KERNEL_ID": kid}}).encode()
+    body = json.dumps({"name": "ssh_slow", "env": {"KERNEL_ID": kid}}).encode()
     request = (f"POST /api/kernels HTTP/1.1\r\nHost: {url.netloc}\r\n"
                f"Authorization: token {ssh_gw.token}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
