@@ -249,7 +249,7 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         plan = await self._authorize(caller.principal, request, name, spec)
         event.owner = plan.subject.name
         env, cwd = await self._working_dir(plan, spec, name)
-        kernel_id = self.claim_kernel_id(caller.principal, request.kernel_id)
+        kernel_id = event.kernel_id = self.claim_kernel_id(caller.principal, request.kernel_id)
         try:
             async with self.quota_gate.reserve(plan.subject, name):
                 await self._start_within(
@@ -259,7 +259,6 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         finally:
             self._claimed.discard(kernel_id)
         self._remember_id(kernel_id)
-        event.kernel_id = kernel_id
         event.where = where_of(self._kernels.get(kernel_id))
         await self._persist_owner(kernel_id)
         return kernel_id
