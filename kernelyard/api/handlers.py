@@ -321,7 +321,8 @@ class SessionRootHandler(CancelOnCloseMixin, CallerMixin, GatewayHandlerMixin,
             await self.until_client_leaves(creating)
 
 
-class SessionHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionHandler):
+class SessionHandler(CancelOnCloseMixin, CallerMixin, GatewayHandlerMixin,
+                     sessions.SessionHandler):
     """``GET/PATCH/DELETE /api/sessions/{id}``: sessions of the caller's kernels only."""
 
     audit_actions: ClassVar[Mapping[str, str]] = {
@@ -349,9 +350,9 @@ class SessionHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionHandler):
             if isinstance(kernel, dict) and kernel.get("id") is not None:
                 sm.require_kernel(kernel["id"])  # missing or not the caller's: one 404
             if isinstance(kernel, dict) and kernel.get("id") is None and kernel.get("name"):
-                kernel_id = await sm.start_kernel_for_session(
+                kernel_id = await self.until_client_leaves(sm.start_kernel_for_session(
                     session_id, path=before["path"], name=before["name"], type=before["type"],
-                    kernel_name=kernel["name"])
+                    kernel_name=kernel["name"]))
                 self._patched_body = {**body, "kernel": {"id": kernel_id}}
             await super().patch(session_id)
         self._audit_replaced_kernel(before["kernel"])

@@ -101,6 +101,20 @@ def test_a_longer_client_deadline_is_the_gateways_own(slow: tuple[Gateway, str])
         assert gw.request("DELETE", f"/api/kernels/{model['id']}")[0] == 204
 
 
+def _send_and_leave(gw: Gateway, method: str, path: str, payload: object, tag: str) -> None:
+    """Send a request, wait until the slow kernel runs, and close the connection."""
+    url = urlsplit(gw.url)
+    body = json.dumps(payload).encode()
+    request = (f"{method} {path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+               f"Authorization: token {gw.token}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    with socket.create_connection((url.hostname, url.port), timeout=60) as client:
+        client.sendall(request)
+        _wait("the slow kernel to be launched", lambda: bool(_tagged_pids(tag)))
+    _wait("the slow kernel's process to end", lambda: not _tagged_pids(tag))
+    assert gw.log_shows(f"{method} {path}: the client closed the connection")
+
+
 @pytest.mark.parametrize(("path", "payload"), [
     ("/api/kernels", {"name": "slow"}),
     ("/api/sessions", {"path": "left.ipynb", "type": "notebook", "kernel": {"name": "slow"}}),
@@ -108,18 +122,27 @@ def test_a_longer_client_deadline_is_the_gateways_own(slow: tuple[Gateway, str])
 def test_a_client_that_leaves_mid_start_leaves_nothing(
         slow: tuple[Gateway, str], path: str, payload: dict[str, object]) -> None:
     gw, tag = slow
-    url = urlsplit(gw.url)
-    body = json.dumps(payload).encode()
-    request = (f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
-               f"Authorization: token {gw.token}\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-    with socket.create_connection((url.hostname, url.port), timeout=60) as client:
-        client.sendall(request)
-        _wait("the slow kernel to be launched", lambda: bool(_tagged_pids(tag)))
+    _send_and_leave(gw, "POST", path, payload, tag)
     _nothing_left(gw, tag)
-    assert gw.log_shows(f"POST {path}: the client closed the connection")
     status, sessions, _ = gw.request("GET", "/api/sessions")
     assert status == 200 and sessions == [], sessions
+
+
+def test_a_client_that_leaves_a_session_patch_keeps_the_old_kernel(
+        slow: tuple[Gateway, str]) -> None:
+    gw, tag = slow
+    status, session, _ = gw.request("POST", "/api/sessions", {
+        "path": "switch.ipynb", "type": "notebook", "kernel": {"name": "python3"}})
+    assert status == 201, session
+    try:
+        _send_and_leave(gw, "PATCH", f"/api/sessions/{session['id']}",
+                        {"kernel": {"name": "slow"}}, tag)
+        status, now, _ = gw.request("GET", f"/api/sessions/{session['id']}")
+        assert status == 200 and now["kernel"]["id"] == session["kernel"]["id"], now
+        _, kernels, _ = gw.request("GET", "/api/kernels")
+        assert [k["id"] for k in kernels] == [session["kernel"]["id"]], kernels
+    finally:
+        assert gw.request("DELETE", f"/api/sessions/{session['id']}")[0] == 204
 
 
 # ---- KERNEL_WORKING_DIR ------------------------------------------------------------------
