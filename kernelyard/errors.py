@@ -42,6 +42,16 @@ class KernelStartFailed(KernelyardError):
     """A kernel could not be started; the message says which and why."""
 
 
+class StartDeadlineExceeded(KernelStartFailed):
+    """The client's deadline (``KERNEL_LAUNCH_TIMEOUT``) passed before the kernel was
+    ready; the start was cancelled and cleaned up (504)."""
+
+
+class ClientLeft(KernelStartFailed):
+    """The client closed its connection mid-start; the start was cancelled (499, which
+    only the logs see)."""
+
+
 class BackendUnavailable(KernelStartFailed):
     """The cluster's resource manager can't be reached: the client may retry later (503)."""
 

@@ -57,11 +57,21 @@ class GatewayKernelManager(ServerKernelManager):
 
     @emit_kernel_action_event(success_msg="Kernel {kernel_id} was started.")
     async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
-        """jupyter_client's start, without the 10 ms sleep its 'pending' wrapper adds."""
+        """jupyter_client's start, without the 10 ms sleep its 'pending' wrapper adds.
+
+        A start that is cancelled (the client left, or its deadline passed) kills
+        what it launched through the provisioner (``_discard_failed_launch``) before
+        the cancellation goes on.
+        """
         if self._attempted_start or not self._ready:
             self._ready = asyncio.get_running_loop().create_future()
         try:
             await _UNWRAPPED_START(self, **kw)
+        except asyncio.CancelledError:
+            self.log.info("Kernel %s: start cancelled; killing what it launched", self.kernel_id)
+            await self._discard_failed_launch()
+            self._ready.cancel()
+            raise
         except Exception as e:
             self._ready.set_exception(e)
             raise

@@ -25,7 +25,8 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -36,18 +37,20 @@ from jupyter_core.utils import ensure_async
 from jupyter_server._tz import utcnow
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from jupyter_server.services.sessions.sessionmanager import SessionManager
-from traitlets import Integer, default
+from traitlets import Enum, Integer, default
 
-from . import policy, wire
+from . import policy, start_options, wire
 from .audit import AuditEvent, AuditLog, result_of, where_of
 from .auth.principal import Principal, canonical_username
 from .auth.token import gateway_user
 from .errors import (
     Conflict,
     Forbidden,
+    InvalidRequest,
     KernelStartFailed,
     KernelyardError,
     NotFound,
+    StartDeadlineExceeded,
     Unauthorized,
 )
 from .kernel import GatewayKernelManager
@@ -58,6 +61,11 @@ from .store import KernelRecord, StoreFactory
 # shared token's user and the anonymous caller (see ``LaunchRules.launch_policy``).
 OWN_ACCOUNT_VIAS = frozenset({"token", "anonymous"})
 NO_CALLER = "no authenticated caller for this operation"
+# The answer for a client-chosen id that names, or named, a kernel the caller may not see:
+# the same whether that kernel lives or is gone, so an id can't be probed.
+USED_KERNEL_ID = ("KERNEL_ID {} can't be used: it is not a new id (choose a new random "
+                  "UUID; an id is never given to a second kernel)")
+LOCAL_PROVISIONERS = frozenset({"kernelyard-local", "local-provisioner"})
 
 
 @dataclass
@@ -145,6 +153,23 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         help="The most kernels this gateway runs at once, counting starts in flight "
         "(0 = no limit). A start beyond it gets 403.",
     )
+    remembered_kernel_ids = Integer(
+        100_000,
+        config=True,
+        help="How many ids of kernels (live or gone, newest first) the gateway remembers, "
+        "in memory, to refuse a client-chosen KERNEL_ID that names or named another "
+        "kernel (400, the same answer for both, so ids can't be probed or reused; the "
+        "owner of a live kernel gets 409). 0 remembers none.",
+    )
+    working_dir_policy = Enum(
+        list(start_options.WORKING_DIR_POLICIES),
+        "ignore",
+        config=True,
+        help="What a client's KERNEL_WORKING_DIR does (Jupyter Server sends the notebook's "
+        "directory on ITS filesystem, which often does not exist here). "
+        + "; ".join(f"'{k}': {v}" for k, v in start_options.WORKING_DIR_POLICIES.items())
+        + ".",
+    )
 
     @default("kernel_manager_class")
     def _default_kernel_manager_class(self) -> str:
@@ -157,6 +182,10 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         self._starting: dict[str, Any] = {}  # kernel id -> its manager, while it starts
         self.quota_gate = QuotaGate(policy.QuotaPolicy(max_kernels=self.max_kernels or None),
                                     self.kernel_counts)
+        self._used_ids: OrderedDict[str, None] = OrderedDict()  # ids kernels had
+        self._claimed: set[str] = set()  # ids of starts in flight
+        # Called with a kernel's id once it is removed (shut down, culled): its sessions go.
+        self.kernel_removed_listeners: list[Callable[[str], None]] = []
 
     def configure_policy(self, rules: LaunchRules, quotas: policy.QuotaPolicy,
                          audit: AuditLog) -> None:
@@ -237,21 +266,128 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         (``Conflict``, ``KernelStartFailed``). The kernel belongs to the launch
         subject: the caller, or the user a service starts it for. Its env carries
         ``KERNEL_USERNAME`` set to that user. ``caller.event`` is filled in.
+
+        The client's ``KERNEL_LAUNCH_TIMEOUT`` ends the start at its deadline
+        (``StartDeadlineExceeded``), its ``KERNEL_WORKING_DIR`` is judged by
+        ``working_dir_policy`` (``InvalidRequest``), and a client-chosen id must be a
+        new one (``claim_kernel_id``). A start that is cancelled (the client left) or
+        runs out of time leaves nothing behind.
         """
         event = caller.event
         event.action, event.kernelspec = "launch", request.kernel_name or self.default_kernel_name
         name, spec = await self.resolve_kernelspec(event.kernelspec)
         event.kernelspec = name
+        deadline = start_options.launch_deadline(request.env)
         plan = await self._authorize(caller.principal, request, name, spec)
         event.owner = plan.subject.name
-        async with self.quota_gate.reserve(plan.subject, name):
-            kernel_id = await self.start_kernel(
-                kernel_name=name, path=request.path, kernel_id=request.kernel_id,
-                env=self.rules.kernel_env(plan.env), owner=plan.subject.name)
-        event.kernel_id = kernel_id
+        env, cwd = await self._working_dir(plan, spec, name)
+        kernel_id = event.kernel_id = self.claim_kernel_id(caller.principal, request.kernel_id)
+        try:
+            async with self.quota_gate.reserve(plan.subject, name):
+                await self._start_within(
+                    deadline, kernel_name=name, path=None if cwd else request.path,
+                    kernel_id=kernel_id, env=self.rules.kernel_env(env),
+                    owner=plan.subject.name, **({"cwd": cwd} if cwd else {}))
+        finally:
+            self._claimed.discard(kernel_id)
+        self._remember_id(kernel_id)
         event.where = where_of(self._kernels.get(kernel_id))
         await self._persist_owner(kernel_id)
         return kernel_id
+
+    def claim_kernel_id(self, principal: Principal, requested: str | None) -> str:
+        """The id of a new kernel: a fresh one, or the client's if no kernel has or had it.
+
+        The owner (or an admin) of a live kernel with that id gets ``Conflict``;
+        anyone else, and everyone for the id of a kernel that is starting or gone
+        (as far back as ``remembered_kernel_ids``), gets the same ``InvalidRequest``.
+        The id stays claimed until the caller's start ends (``launch``); an id whose
+        start failed was never a kernel's and may be tried again.
+        """
+        if requested is None:
+            kernel_id = self.new_kernel_id()
+        elif requested in self and self.may_access(principal, requested):
+            raise Conflict(f"a kernel with id {requested} already exists")
+        elif requested in self or requested in self._pending_kernels \
+                or requested in self._claimed or requested in self._used_ids:
+            raise InvalidRequest(USED_KERNEL_ID.format(requested))
+        else:
+            kernel_id = requested
+        self._claimed.add(kernel_id)
+        return kernel_id
+
+    def _remember_id(self, kernel_id: str) -> None:
+        if self.remembered_kernel_ids <= 0:
+            return
+        self._used_ids[kernel_id] = None
+        self._used_ids.move_to_end(kernel_id)
+        while len(self._used_ids) > self.remembered_kernel_ids:
+            self._used_ids.popitem(last=False)
+
+    async def _start_within(self, deadline: float | None, **start: Any) -> str:
+        """``start_kernel`` that ends, leaving nothing, at ``deadline`` seconds or when the
+        request is cancelled (the client closed its connection)."""
+        kernel_id, loop = start["kernel_id"], asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            return await asyncio.wait_for(self.start_kernel(**start), deadline)
+        except asyncio.TimeoutError:
+            if deadline is None or loop.time() - began < deadline:
+                raise
+            await self._discard_start(kernel_id)
+            raise StartDeadlineExceeded(
+                f"Kernel '{start['kernel_name']}' was not ready within the client's "
+                f"{start_options.LAUNCH_TIMEOUT} of {deadline:g} s; the start was cancelled "
+                "and cleaned up") from None
+        except asyncio.CancelledError:
+            self.log.info("Kernel %s: start cancelled; cleaning up", kernel_id)
+            await self._discard_start(kernel_id)
+            raise
+
+    async def _discard_start(self, kernel_id: str) -> None:
+        """Leave nothing of a start that was cut short: the kernel manager killed what it
+        launched (``GatewayKernelManager.start_kernel``) and ``_start_or_clean_up`` dropped
+        the pending entry; here the kernel goes if it had got as far as the table."""
+        self._pending_kernels.pop(kernel_id, None)
+        if kernel_id in self._kernels:
+            try:
+                await self.shutdown_kernel(kernel_id, now=True)
+            except Exception as e:
+                self.log.warning("Kernel %s: a cancelled start could not be shut down: %s",
+                                 kernel_id, e)
+
+    async def _working_dir(self, plan: policy.LaunchPlan, spec: Any,
+                           name: str) -> tuple[dict[str, str], str | None]:
+        """The kernel's env and working directory under ``working_dir_policy``."""
+        env = dict(plan.env)
+        asked = env.pop(start_options.WORKING_DIR, None)
+        if asked is None:
+            return env, None
+        if self.working_dir_policy == "ignore":
+            self.log.info("%s %r ignored (GatewayMappingKernelManager.working_dir_policy = "
+                          "'ignore')", start_options.WORKING_DIR, asked)
+            return env, None
+        if self.working_dir_policy == "refuse":
+            raise start_options.refuse_working_dir()
+        if not self._runs_locally(spec):
+            raise InvalidRequest(f"{start_options.WORKING_DIR} is honoured for local kernels "
+                                 f"only, and kernelspec {name!r} runs on a remote backend")
+        home = await asyncio.to_thread(_home_of, plan.run_as)
+        cwd = start_options.dir_inside_home(asked, home)
+        return {**env, start_options.WORKING_DIR: cwd}, cwd
+
+    def _runs_locally(self, spec: Any) -> bool:
+        configured = (spec.metadata.get("kernel_provisioner") or {}).get("provisioner_name")
+        name = configured or KPF.instance(parent=self.parent).default_provisioner_name
+        return name in LOCAL_PROVISIONERS
+
+    def remove_kernel(self, kernel_id: str) -> Any:
+        """jupyter_client's, then every ``kernel_removed_listeners`` (sessions go too)."""
+        km = super().remove_kernel(kernel_id)
+        self._remember_id(kernel_id)
+        for listener in list(self.kernel_removed_listeners):
+            listener(kernel_id)
+        return km
 
     async def _authorize(self, principal: Principal, request: policy.LaunchRequest,
                          name: str, spec: Any) -> policy.LaunchPlan:
@@ -465,6 +601,7 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
 
     def _register_adopted(self, kid: str, km: Any) -> None:
         self._kernels[kid] = km
+        self._remember_id(kid)
         self._kernel_connections[kid] = 0
         km.execution_state = "idle"
         km.reason = ""
@@ -492,31 +629,84 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
             raise NotFound(f"no such kernel: {kernel_id}")
 
 
+def _home_of(user: str) -> str:
+    """The home directory of ``user`` on this host (passwd, NSS included)."""
+    from .usermap import PasswdUserMap
+
+    try:
+        return PasswdUserMap().lookup(user).home
+    except NotFound:
+        raise InvalidRequest(f"{start_options.WORKING_DIR}: user {user!r} has no home "
+                             "directory on the gateway's host") from None
+
+
 def _reason(error: BaseException) -> str:
     """The client-safe message of a kernelyard error, else only the error's type."""
     return error.message if isinstance(error, KernelyardError) else type(error).__name__
 
 
 class GatewaySessionManager(SessionManager):  # type: ignore[misc]
-    """jupyter_server's sessions; each is visible only to its kernel's owner (and admins).
+    """jupyter_server's sessions, each with an owner of its own, and gone with its kernel.
 
     The session handlers run on behalf of the caller (``acting_as``). A session
-    the caller may not see is answered like a missing one (404), a session's
-    kernel starts through ``GatewayMappingKernelManager.launch``, and a session
-    can only be pointed at a kernel the caller may access. Without a caller (the
-    gateway itself) every session is visible, and no kernel can be started.
+    belongs to whoever created it (the ``owner`` column): only that user, while
+    they may still access its kernel, and admins see it; any other session is
+    answered like a missing one (404). A session's kernel starts through
+    ``GatewayMappingKernelManager.launch``, and a session can only be pointed at
+    a kernel the caller may access: any other id, of a missing kernel or of
+    someone else's, gets the same 404 (``require_kernel``). When a kernel is
+    removed (shut down, culled), its session rows are deleted, so a later kernel
+    can never inherit them. Without a caller (the gateway itself) every session
+    is visible, and no kernel can be started.
     """
 
-    def _visible(self, kernel_id: str) -> bool:
-        caller = current_caller.get()
-        km: Any = self.kernel_manager
-        if caller is None or kernel_id not in km:
-            return True  # a gone kernel's row is dropped by row_to_model
-        return bool(km.may_access(caller.principal, kernel_id))
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        listeners = getattr(self.kernel_manager, "kernel_removed_listeners", None)
+        if listeners is not None:
+            listeners.append(self.forget_kernel)
 
-    def _refuse(self, message: str) -> NotFound:
+    @property
+    def cursor(self) -> Any:
+        """jupyter_server's table, with an ``owner`` column (added to an older table)."""
+        if self._cursor is None:
+            cursor = self.connection.cursor()
+            cursor.execute("CREATE TABLE IF NOT EXISTS session "
+                           "(session_id, path, name, type, kernel_id, owner)")
+            if "owner" not in {row[1] for row in cursor.execute("PRAGMA table_info(session)")}:
+                cursor.execute("ALTER TABLE session ADD COLUMN owner")
+            self._cursor = cursor
+        return self._cursor
+
+    def forget_kernel(self, kernel_id: str) -> None:
+        """Delete the sessions of a kernel that is gone."""
+        self.cursor.execute("DELETE FROM session WHERE kernel_id=?", (kernel_id,))
+
+    def _may_see(self, row: Any) -> bool:
         caller = current_caller.get()
-        if caller is not None:
+        if caller is None or caller.principal.admin:
+            return True
+        if not row["owner"] or row["owner"] != caller.principal.name:
+            return False
+        km: Any = self.kernel_manager
+        kernel_id = row["kernel_id"]  # a gone kernel's row is dropped by row_to_model
+        return kernel_id not in km or bool(km.may_access(caller.principal, kernel_id))
+
+    def require_kernel(self, kernel_id: str) -> str:
+        """``kernel_id`` if the caller may attach a session to it; else the ``NotFound`` of a
+        missing kernel (a malformed id is an ``InvalidRequest``)."""
+        caller = current_caller.get()
+        if caller is None:
+            return kernel_id
+        policy.check_kernel_id(kernel_id)
+        km: Any = self.kernel_manager
+        if kernel_id in km and km.may_access(caller.principal, kernel_id):
+            return kernel_id
+        raise self._refuse(f"no such kernel: {kernel_id}", denied=kernel_id in km)
+
+    def _refuse(self, message: str, denied: bool = True) -> NotFound:
+        caller = current_caller.get()
+        if caller is not None and denied:
             caller.event.ownership_denied = True
         return NotFound(message)
 
@@ -524,15 +714,25 @@ class GatewaySessionManager(SessionManager):  # type: ignore[misc]
         for column in columns:
             if column not in self._columns:
                 raise TypeError(f"No such column: {column}")
-        where = " AND ".join(f"{column}=?" for column in columns)
+        where = " AND ".join(f"{column}=?" for column in columns) or "1"
         # Column names are checked against the table's; values go through '?' parameters.
         query = f"SELECT * FROM session WHERE {where}"  # noqa: S608
         return list(self.cursor.execute(query, list(columns.values())).fetchall())
 
+    async def save_session(self, session_id: str, path: str | None = None, name: Any = None,
+                           type: str | None = None,
+                           kernel_id: str | None = None) -> dict[str, Any]:
+        """jupyter_server's row, with the caller as the session's owner."""
+        caller = current_caller.get()
+        owner = caller.principal.name if caller is not None else ""
+        self.cursor.execute("INSERT INTO session VALUES (?,?,?,?,?,?)",
+                            (session_id, path, name, type, kernel_id, owner))
+        return await self.get_session(session_id=session_id)
+
     async def session_exists(self, path: str) -> bool:
         """Whether the caller has a live session for ``path`` (others' do not count)."""
         for row in self._rows(path=path):
-            if self._visible(row["kernel_id"]) and await self.row_to_model(
+            if self._may_see(row) and await self.row_to_model(
                     row, tolerate_culled=True) is not None:
                 return True
         return False
@@ -542,7 +742,7 @@ class GatewaySessionManager(SessionManager):  # type: ignore[misc]
         if not kwargs:
             raise TypeError("must specify a column to query")
         rows = self._rows(**kwargs)
-        visible = [row for row in rows if self._visible(row["kernel_id"])]
+        visible = [row for row in rows if self._may_see(row)]
         missing = "Session not found: " + ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         if not visible:
             raise self._refuse(missing) if rows else NotFound(missing)
@@ -567,16 +767,21 @@ class GatewaySessionManager(SessionManager):  # type: ignore[misc]
         return model
 
     async def list_sessions(self) -> list[dict[str, Any]]:
-        """The sessions whose kernels the caller may see."""
-        models = await super().list_sessions()
-        return [m for m in models if self._visible(m["kernel"]["id"])]
+        """The sessions the caller may see."""
+        models = []
+        for row in self._rows():
+            if self._may_see(row):
+                with contextlib.suppress(KeyError):  # its kernel is gone: the row too
+                    models.append(await self.row_to_model(row))
+        return models
 
     async def create_session(self, path: str | None = None, name: Any = None,
                              type: str | None = None, kernel_name: Any = None,
                              kernel_id: str | None = None) -> dict[str, Any]:
-        """A new session; an existing ``kernel_id`` must be one the caller may access."""
-        if kernel_id is not None and not self._visible(kernel_id):
-            raise self._refuse(f"no such kernel: {kernel_id}")
+        """A new session; a ``kernel_id`` must name a kernel the caller may access (a new
+        kernel at a chosen id is ``POST /api/kernels`` with ``KERNEL_ID``)."""
+        if kernel_id is not None:
+            self.require_kernel(kernel_id)
         result: dict[str, Any] = await super().create_session(
             path=path, name=name, type=type, kernel_name=kernel_name, kernel_id=kernel_id)
         return result
@@ -584,8 +789,8 @@ class GatewaySessionManager(SessionManager):  # type: ignore[misc]
     async def update_session(self, session_id: str, **kwargs: Any) -> None:
         """jupyter_server's update; a new ``kernel_id`` must be one the caller may access."""
         kernel_id = kwargs.get("kernel_id")
-        if kernel_id is not None and not self._visible(kernel_id):
-            raise self._refuse(f"no such kernel: {kernel_id}")
+        if kernel_id is not None:
+            self.require_kernel(kernel_id)
         await super().update_session(session_id, **kwargs)
 
     def get_kernel_env(self, path: str | None, name: Any = None) -> dict[str, str]:

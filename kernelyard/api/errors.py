@@ -31,6 +31,8 @@ STATUS_FOR_ERROR: list[tuple[type[errors.KernelyardError], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.BackendUnavailable, 503),
+    (errors.StartDeadlineExceeded, 504),
+    (errors.ClientLeft, 499),
     (errors.KernelStartFailed, 500),
     (errors.ConfigError, 500),
 ]

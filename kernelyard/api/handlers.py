@@ -22,8 +22,8 @@ import asyncio
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 import jupyter_server
 from jupyter_client.jsonutil import json_default
@@ -44,10 +44,12 @@ from ..audit import OK, AuditEvent, where_of
 from ..auth.principal import Principal
 from ..auth.provider import principal_of
 from ..callbacks import CALLBACK_PATH, CallbackRegistry
-from ..errors import Forbidden, InvalidRequest, NotFound
+from ..errors import ClientLeft, Forbidden, InvalidRequest, NotFound
 from ..manager import Caller, acting_as
 from .errors import GatewayHandlerMixin, content_length
 from .spec import SpecHandler
+
+T = TypeVar("T")
 
 
 def gateway_app(handler: Any) -> Any:
@@ -104,8 +106,46 @@ class VersionHandler(GatewayHandlerMixin, APIHandler):
         self.finish({"version": jupyter_server.__version__, "gateway_version": __version__})
 
 
-class MainKernelHandler(CallerMixin, GatewayHandlerMixin, kernels.MainKernelHandler):
-    """``GET/POST /api/kernels``: the caller's kernels (all for an admin); start one."""
+class CancelOnCloseMixin:
+    """A long operation that is cancelled when the client closes its connection.
+
+    tornado calls ``on_connection_close`` when the client hangs up while the
+    request runs; the operation's task is then cancelled (a kernel start cleans
+    up what it launched) and the request ends with 499, which nobody reads but
+    the access and audit logs.
+    """
+
+    async def until_client_leaves(self, work: Awaitable[T]) -> T:
+        handler: Any = self
+        task = asyncio.ensure_future(work)
+        handler._cancellable = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if not getattr(handler, "_client_left", False):
+                raise
+            raise ClientLeft("the client closed the connection; the start was cancelled "
+                             "and cleaned up") from None
+        finally:
+            handler._cancellable = None
+
+    def on_connection_close(self) -> None:
+        handler: Any = self
+        task = getattr(handler, "_cancellable", None)
+        if task is not None and not task.done():
+            handler._client_left = True
+            handler.log.info("%s %s: the client closed the connection; cancelling",
+                             handler.request.method, handler.request.path)
+            task.cancel()
+        super().on_connection_close()  # type: ignore[misc]
+
+
+class MainKernelHandler(CancelOnCloseMixin, CallerMixin, GatewayHandlerMixin,
+                        kernels.MainKernelHandler):
+    """``GET/POST /api/kernels``: the caller's kernels (all for an admin); start one.
+
+    A start ends with the client: closing the connection cancels it (nothing is left).
+    """
 
     audit_actions: ClassVar[Mapping[str, str]] = {"GET": "list", "POST": "launch"}
 
@@ -126,7 +166,7 @@ class MainKernelHandler(CallerMixin, GatewayHandlerMixin, kernels.MainKernelHand
         km: Any = self.kernel_manager
         self.audit_event.kernelspec = km.default_kernel_name
         launch = policy.parse_launch_request(self.get_json_body(), app.env_policy)
-        kernel_id = await km.launch(self.caller(), launch)
+        kernel_id = await self.until_client_leaves(km.launch(self.caller(), launch))
         model = await ensure_async(km.kernel_model(kernel_id))
         self.set_header(
             "Location", url_path_join(self.base_url, "api", "kernels", url_escape(kernel_id))
@@ -351,9 +391,10 @@ def _resource_path_problem(path: str) -> str:
     return ""
 
 
-class SessionRootHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionRootHandler):
+class SessionRootHandler(CancelOnCloseMixin, CallerMixin, GatewayHandlerMixin,
+                         sessions.SessionRootHandler):
     """``GET/POST /api/sessions``: the caller's sessions; a new one's kernel is launched
-    under every launch rule."""
+    under every launch rule (and cancelled if the client closes the connection)."""
 
     audit_actions: ClassVar[Mapping[str, str]] = {"GET": "list", "POST": "session"}
 
@@ -366,10 +407,12 @@ class SessionRootHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionRootH
     async def post(self) -> None:
         policy.check_session_model(self.get_json_body())
         with acting_as(self.caller()):
-            await super().post()
+            creating: Any = super().post()
+            await self.until_client_leaves(creating)
 
 
-class SessionHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionHandler):
+class SessionHandler(CancelOnCloseMixin, CallerMixin, GatewayHandlerMixin,
+                     sessions.SessionHandler):
     """``GET/PATCH/DELETE /api/sessions/{id}``: sessions of the caller's kernels only."""
 
     audit_actions: ClassVar[Mapping[str, str]] = {
@@ -391,13 +434,15 @@ class SessionHandler(CallerMixin, GatewayHandlerMixin, sessions.SessionHandler):
         if body is not None:  # jupyter_server answers a missing body
             policy.check_session_model(body)
         with acting_as(self.caller()):
-            sm = self.session_manager
+            sm: Any = self.session_manager
             before = await sm.get_session(session_id=session_id)
             kernel = (body or {}).get("kernel")
+            if isinstance(kernel, dict) and kernel.get("id") is not None:
+                sm.require_kernel(kernel["id"])  # missing or not the caller's: one 404
             if isinstance(kernel, dict) and kernel.get("id") is None and kernel.get("name"):
-                kernel_id = await sm.start_kernel_for_session(
+                kernel_id = await self.until_client_leaves(sm.start_kernel_for_session(
                     session_id, path=before["path"], name=before["name"], type=before["type"],
-                    kernel_name=kernel["name"])
+                    kernel_name=kernel["name"]))
                 self._patched_body = {**body, "kernel": {"id": kernel_id}}
             await super().patch(session_id)
         self._audit_replaced_kernel(before["kernel"])

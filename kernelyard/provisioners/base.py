@@ -71,7 +71,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         config=True,
         help="Seconds from submit until the launcher calls back. A kernelspec may set "
         "metadata.kernel_provisioner.config.launch_timeout; a client may ask for more with "
-        "KERNEL_LAUNCH_TIMEOUT, up to max_launch_timeout.",
+        "KERNEL_LAUNCH_TIMEOUT, up to max_launch_timeout (a shorter KERNEL_LAUNCH_TIMEOUT "
+        "ends the whole start at that deadline: GatewayMappingKernelManager.launch).",
     )
     max_launch_timeout = Float(
         600.0, config=True, help="The most a client's KERNEL_LAUNCH_TIMEOUT may ask for."
