@@ -20,6 +20,9 @@ from tests.realparts import SSH_STATE, ssh_hosts
 
 REMOTE_PY = "/usr/bin/python3"
 PY_KERNEL = [REMOTE_PY, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+# Over the old fixed 60 s ready wait's reach? No: under it, and over ssh_slow_ready's
+# launch_timeout, so only a ready wait that follows the launch timeout refuses the start.
+SLOW_READY = 45
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +66,9 @@ def _write_specs(root: Path, env: dict[str, str]) -> None:
     )
     mute.chmod(0o755)
     _spec(root, "ssh_mute", [h1], PY_KERNEL, remote_python=str(mute), launch_timeout=6.0)
+    # Calls back at once, answers kernel_info only after SLOW_READY seconds.
+    _spec(root, "ssh_slow_ready", [h3], ["/bin/sh", "-c", f"sleep {SLOW_READY}; exec \"$@\"",
+                                         "sh", *PY_KERNEL], launch_timeout=15.0)
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +243,19 @@ def test_launcher_that_never_calls_back_is_cleaned_up(gw: Gateway) -> None:
     status, body, _ = gw.request("POST", "/api/kernels",
                                  {"name": "ssh_mute", "env": {"KERNEL_ID": kid}})
     assert status == 500 and "did not start within" in body["message"], body
+    assert wait_gone(_remote_processes(kid)) == set()
+
+
+def test_the_ready_wait_of_a_remote_kernel_follows_its_launch_timeout(gw: Gateway) -> None:
+    """A remote kernel gets its launch timeout (here 15 s) to answer kernel_info, not a
+    fixed 60 s: the bound a loaded cluster needs is the one its operator set."""
+    kid = "0b5b5c52-1111-4222-8333-944455557777"
+    status, body, _ = gw.request("POST", "/api/kernels",
+                                 {"name": "ssh_slow_ready", "env": {"KERNEL_ID": kid}},
+                                 timeout=SLOW_READY + 60)
+    if status == 201:
+        gw.request("DELETE", f"/api/kernels/{kid}")
+    assert status == 500 and "no reply within 15 s" in body["message"], (status, body)
     assert wait_gone(_remote_processes(kid)) == set()
 
 
