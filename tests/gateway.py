@@ -24,6 +24,10 @@ from tests.envsweep import EnvSweep
 LISTENING = re.compile(r"is listening on (http\S+)")
 # Secrets shorter than this are not swept for: they would match ordinary words.
 MIN_SECRET_LENGTH = 8
+# Seconds a test waits for a kernel start: longer than the gateway's own bounds
+# (launch_timeout + the ready wait, 240 s by default), so a slow start on a loaded
+# machine fails in the gateway, with its reason, or not at all.
+START_WAIT = 600.0
 
 
 @dataclass
@@ -126,7 +130,9 @@ class Gateway:
             return e.code, _parse(e.read()), dict(e.headers)
 
     def start_kernel(self, name: str = "python3", **body: Any) -> str:
-        status, model, _ = self.request("POST", "/api/kernels", {"name": name, **body})
+        """Start a kernel; the gateway's own timeouts (not the client's) bound the wait."""
+        status, model, _ = self.request("POST", "/api/kernels", {"name": name, **body},
+                                        timeout=START_WAIT)
         assert status == 201, (status, model)
         return model["id"]
 
