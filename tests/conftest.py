@@ -40,10 +40,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     SECRETS.envs.stop()
     SECRETS.envs.look()
     leaks = SECRETS.leaks()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and SECRETS.secrets:
+        reporter.write_line(f"secret sweep: {len(SECRETS.secrets)} secrets looked for in "
+                            f"{len(SECRETS.logs)} logs and {len(SECRETS.envs.seen)} kernel "
+                            "environments")
     if not leaks:
         return
     lines = [f"SECRET LEAK: {what} appears in {path}" for path, what in leaks]
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.ensure_newline()
         reporter.write_sep("=", "secrets found in logs or kernel environments", red=True, bold=True)
