@@ -26,7 +26,7 @@ from tests.procs import Proc, descendants, environ_of, process_table
 LAUNCHER_ARG = re.compile(r"(^|/)(launcher(-[0-9a-f]{16})?\.py|kernelyard-launcher)$")
 # Variables of the test run itself that every child of the test process inherits.
 IGNORED_NAMES = frozenset({"PYTEST_CURRENT_TEST"})
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.5  # kernels in tests live for seconds; a scan of /proc costs ~10 ms
 
 
 def is_launcher(proc: Proc) -> bool:
