@@ -126,11 +126,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory, hosts: dict[str, str],
     _spec(specs, "ssh_sudo", ["kernelyard-launcher", "--", *KERNEL], "kernelyard-ssh",
           hosts=[h1, h2], user_mode="sudo", username=hosts["KY_SSH_USER"],
           client_keys=[hosts["KY_SSH_KEY"]], known_hosts=hosts["KY_SSH_KNOWN_HOSTS"],
-          poll_interval=1.0, connect_timeout=5.0)
+          poll_interval=1.0)
     _spec(specs, "ssh_login", ["kernelyard-launcher", "--", *KERNEL], "kernelyard-ssh",
           hosts=["127.0.0.1"], port=int(loopback_sshd["port"]), user_mode="login",
           user_keys_dir=str(USERS_STATE / "keys"), known_hosts=loopback_sshd["known_hosts"],
-          poll_interval=1.0, connect_timeout=5.0)
+          poll_interval=1.0)
     home_root = str(Path(pwd.getpwnam("alice").pw_dir).parent)
     gateway = start_gateway(root, "--ip", hosts["KY_SSH_GATEWAY_IP"],
                             f"--ServerApp.root_dir={home_root}",

@@ -95,7 +95,6 @@ def _start(root: Path, hosts: dict[str, str], *extra: str) -> Gateway:
         f"--SSHProvisioner.client_keys={hosts['KY_SSH_KEY']}",
         f"--SSHProvisioner.known_hosts={hosts['KY_SSH_KNOWN_HOSTS']}",
         "--SSHProvisioner.poll_interval=1",
-        "--SSHProvisioner.connect_timeout=3",
         env={"JUPYTER_PATH": str(root / "jupyter")},
     )
 
