@@ -76,11 +76,13 @@ def test_a_secret_inherited_by_a_gateways_child_is_a_leak(spawn: list, secret: s
 def test_the_gateway_itself_and_its_unexeced_forks_are_not_leaks(spawn: list,
                                                                   secret: str) -> None:
     registry = _registry(secret)
-    gateway, _ = _fake_gateway(spawn, secret, "clean")
+    gateway, child = _fake_gateway(spawn, secret, "clean")
     registry.envs.roots.add(gateway)
     registry.envs.look()
     assert registry.leaks() == []
-    assert len(registry.envs.seen) == 1  # the clean child was looked at
+    seen = [label for label, _ in registry.envs.seen.values()]
+    assert any(f"pid {child} " in label for label in seen), seen  # the clean child was
+    assert not any(f"pid {gateway} " in label for label in seen), seen  # not the gateway
 
 
 def test_a_launcher_anywhere_on_the_machine_is_swept(spawn: list, secret: str,
