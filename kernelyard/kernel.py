@@ -28,6 +28,8 @@ PORT_CLASH_MARKERS = ("Address already in use", "EADDRINUSE")
 _POLL_SECONDS = 0.02
 _DISCARD_SECONDS = 30.0
 _SPARE_SECONDS = 10.0
+# The default start_timeout of a kernel whose provisioner has no launch timeout.
+LOCAL_START_TIMEOUT = 60.0
 
 
 class StartFailure(Exception):
@@ -43,10 +45,14 @@ class GatewayKernelManager(ServerKernelManager):
     """One kernel, started until ready, with port-clash retries."""
 
     start_timeout = Float(
-        60.0,
+        None,
+        allow_none=True,
         config=True,
         help="Seconds a kernel may take from launch to its first kernel_info_reply "
-        "before the start fails and the kernel is killed.",
+        "before the start fails and the kernel is killed. Default: for a remote kernel, "
+        "its launch timeout (the provisioner's launch_timeout, or what the client asked "
+        "for with KERNEL_LAUNCH_TIMEOUT), since a loaded host or cluster is as slow to "
+        f"start the kernel as to start its launcher; for a local kernel, {LOCAL_START_TIMEOUT:g}.",
     )
     port_clash_retries = Integer(
         3,
@@ -138,7 +144,8 @@ class GatewayKernelManager(ServerKernelManager):
         client = self.client()
         client.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)  # noqa: S604
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.start_timeout
+        timeout = self.ready_timeout()
+        deadline = loop.time() + timeout
         try:
             msg_id = client.kernel_info()
             while True:
@@ -147,7 +154,7 @@ class GatewayKernelManager(ServerKernelManager):
                     raise self._death_report(exit_code)
                 if loop.time() > deadline:
                     raise StartFailure(
-                        f"no reply within {self.start_timeout:g} s"
+                        f"no reply within {timeout:g} s"
                         + self._log_suffix()
                     )
                 try:
@@ -159,6 +166,15 @@ class GatewayKernelManager(ServerKernelManager):
                     return
         finally:
             client.shell_channel.close()
+
+    def ready_timeout(self) -> float:
+        """Seconds the kernel has to answer its first kernel_info (``start_timeout``)."""
+        if self.start_timeout is not None:
+            return float(self.start_timeout)
+        launch_timeout = getattr(self.provisioner, "_launch_timeout", None)
+        if launch_timeout is None:
+            return LOCAL_START_TIMEOUT
+        return float(launch_timeout((self._launch_args or {}).get("env") or {}))
 
     def _remember_kernel_info(self, info: dict[str, Any]) -> None:
         """jupyter_server's websocket reuses this instead of asking the kernel again."""

@@ -30,19 +30,27 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if any gateway's log holds a secret handed out during the run.
+    """Fail the run if a gateway's log or a kernel's environment holds a secret.
 
-    Every gateway started through ``start_gateway`` registered its token and log;
-    tests may have registered more secrets and logs (tests/gateway.py SECRETS).
+    Every gateway started through ``start_gateway`` registered its token and log,
+    every ``Gateway`` its process (its kernels' environments are kept as they
+    appear); tests may have registered more secrets and logs (tests/gateway.py
+    SECRETS).
     """
+    SECRETS.envs.stop()
+    SECRETS.envs.look()
     leaks = SECRETS.leaks()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and SECRETS.secrets:
+        reporter.write_line(f"secret sweep: {len(SECRETS.secrets)} secrets looked for in "
+                            f"{len(SECRETS.logs)} logs and {len(SECRETS.envs.seen)} kernel "
+                            "environments")
     if not leaks:
         return
     lines = [f"SECRET LEAK: {what} appears in {path}" for path, what in leaks]
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.ensure_newline()
-        reporter.write_sep("=", "secrets found in logs", red=True, bold=True)
+        reporter.write_sep("=", "secrets found in logs or kernel environments", red=True, bold=True)
         for line in lines:
             reporter.write_line(line, red=True)
     else:

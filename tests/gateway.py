@@ -19,22 +19,32 @@ from typing import Any
 
 import websocket
 
+from tests.envsweep import EnvSweep
+
 LISTENING = re.compile(r"is listening on (http\S+)")
 # Secrets shorter than this are not swept for: they would match ordinary words.
 MIN_SECRET_LENGTH = 8
+# Seconds a test waits for a kernel start: longer than the gateway's own bounds
+# (launch_timeout + the ready wait, 240 s by default), so a slow start on a loaded
+# machine fails in the gateway, with its reason, or not at all.
+START_WAIT = 600.0
 
 
 @dataclass
 class SecretRegistry:
-    """Every secret the test run handed out, and every log that must not hold one.
+    """Every secret the test run handed out, and every place that must not hold one.
 
-    ``start_gateway`` registers each gateway's token and log file; tests add more
-    (kernel keys, callback tokens, launcher logs). ``tests/conftest.py`` sweeps
-    the logs for the secrets when the session ends and fails the run on a hit.
+    ``start_gateway`` registers each gateway's token and log file, and every
+    ``Gateway`` its process, whose kernels' environments are kept as they appear
+    (tests/envsweep.py); tests add more (kernel keys, callback tokens, launcher
+    logs). ``tests/conftest.py`` sweeps the logs (the gateways' own output, tornado's
+    and the access log included) and the kernels' environments for the secrets when
+    the session ends and fails the run on a hit.
     """
 
     secrets: dict[str, str] = field(default_factory=dict)  # value -> what it is
     logs: list[Path] = field(default_factory=list)
+    envs: EnvSweep = field(default_factory=EnvSweep)
 
     def add_secret(self, value: str | bytes | None, what: str) -> None:
         text = value.decode(errors="replace") if isinstance(value, bytes) else value
@@ -45,17 +55,21 @@ class SecretRegistry:
         if path not in self.logs:
             self.logs.append(path)
 
-    def leaks(self) -> list[tuple[Path, str]]:
-        """(log, what) for every registered secret found in a registered log."""
+    def add_gateway(self, pid: int) -> None:
+        """Keep the environment of every process the gateway ``pid`` starts."""
+        self.envs.add_root(pid)
+
+    def leaks(self) -> list[tuple[str, str]]:
+        """(where, what) for every registered secret found in a log or a kernel's env."""
         found = []
         for path in self.logs:
             try:
                 data = path.read_bytes()
             except OSError:
                 continue
-            found += [(path, what) for value, what in self.secrets.items()
+            found += [(str(path), what) for value, what in self.secrets.items()
                       if value.encode() in data]
-        return found
+        return found + self.envs.leaks(self.secrets)
 
 
 SECRETS = SecretRegistry()
@@ -80,6 +94,11 @@ class Gateway:
     log_path: Path
     runtime_dir: Path
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        SECRETS.add_log(self.log_path)
+        SECRETS.add_secret(self.token, f"a gateway's auth token (first: {self.log_path.name})")
+        SECRETS.add_gateway(self.proc.pid)
 
     @property
     def ws_url(self) -> str:
@@ -111,7 +130,9 @@ class Gateway:
             return e.code, _parse(e.read()), dict(e.headers)
 
     def start_kernel(self, name: str = "python3", **body: Any) -> str:
-        status, model, _ = self.request("POST", "/api/kernels", {"name": name, **body})
+        """Start a kernel; the gateway's own timeouts (not the client's) bound the wait."""
+        status, model, _ = self.request("POST", "/api/kernels", {"name": name, **body},
+                                        timeout=START_WAIT)
         assert status == 201, (status, model)
         return model["id"]
 
@@ -142,6 +163,7 @@ class Gateway:
         return True
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        SECRETS.envs.look()  # the kernels still running, before the gateway takes them down
         return stop_process(self.proc, sig, timeout)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -46,3 +47,54 @@ def wait_gone(pids: set[int], timeout: float = 15) -> set[int]:
         time.sleep(0.1)
         left = {p for p in left if alive(p)}
     return left
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One row of the process table."""
+
+    pid: int
+    ppid: int
+    start: int  # clock ticks after boot: with pid, names one process even if pids wrap
+    cmdline: tuple[str, ...]
+
+
+def process_table() -> dict[int, Proc]:
+    """Every process readable in /proc, by pid (kernel threads have an empty cmdline)."""
+    table: dict[int, Proc] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        cmdline = tuple(raw.decode(errors="replace").split("\0")[:-1])
+        table[int(entry.name)] = Proc(int(entry.name), int(fields[1]), int(fields[19]), cmdline)
+    return table
+
+
+def descendants(table: dict[int, Proc], roots: set[int]) -> set[int]:
+    """The pids in ``table`` below any of ``roots`` (the roots not included)."""
+    children: dict[int, list[int]] = {}
+    for proc in table.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    found: set[int] = set()
+    frontier = list(roots)
+    while frontier:
+        for child in children.get(frontier.pop(), ()):
+            if child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found - roots
+
+
+def environ_of(pid: int) -> dict[str, str] | None:
+    """A process's environment as it was exec'd (None if it is gone or unreadable)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    pairs = (item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if item)
+    return {p[0]: p[1] if len(p) > 1 else "" for p in pairs}

@@ -118,7 +118,7 @@ def start_ssh_gateway(root: Path, hosts: Mapping[str, str], *extra: str,
             f"--SSHProvisioner.username={hosts['KY_SSH_USER']}",
             f"--SSHProvisioner.client_keys={hosts['KY_SSH_KEY']}",
             f"--SSHProvisioner.known_hosts={hosts['KY_SSH_KNOWN_HOSTS']}",
-            "--SSHProvisioner.poll_interval=1", "--SSHProvisioner.connect_timeout=3"]
+            "--SSHProvisioner.poll_interval=1"]  # connect_timeout: the default, for loaded hosts
     if callback_url:
         args.append(f"--CallbackRegistry.callback_url={callback_url}")
     return start_gateway(root, *args, *extra, env={"JUPYTER_PATH": str(root / "jupyter")})

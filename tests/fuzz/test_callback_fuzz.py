@@ -49,6 +49,9 @@ FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 JSON_HEADERS = {"Content-Type": "application/json"}
 CALLBACK = "/kernelyard/callback/{}"
+# Longer than any start may take by the gateway's own bounds (ssh commands, launch
+# timeout, ready wait): a start that fails must fail there, with the reason.
+START_WAIT = 600
 
 
 @dataclass
@@ -382,9 +385,10 @@ def test_concurrent_first_starts_on_a_host_all_succeed(
             remote = Path(tempfile.mkdtemp(prefix="kernelyard-ship-race-"))
             shutil.chown(remote, user=hosts["KY_SSH_USER"], group=hosts["KY_SSH_USER"])
             write_ssh_spec(root / "jupyter", f"ssh_race{attempt}", [h1], remote_dir=str(remote))
-            with ThreadPoolExecutor(4) as pool:
+            with ThreadPoolExecutor(4) as pool:  # the gateway's own timeouts answer first
                 answers = list(pool.map(lambda _, n=attempt: gw.request(
-                    "POST", "/api/kernels", {"name": f"ssh_race{n}"}, timeout=120), range(4)))
+                    "POST", "/api/kernels", {"name": f"ssh_race{n}"}, timeout=START_WAIT),
+                    range(4)))
             for status, model, _ in answers:
                 if status == 201:
                     gw.request("DELETE", f"/api/kernels/{model['id']}")

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import pytest
 import websocket
@@ -289,6 +291,19 @@ def test_every_secret_was_collected(world: World) -> None:
     keys = [what for what in world.secrets.values.values() if "key" in what]
     assert len(keys) >= 3, world.secrets.values  # local, SSH, SSH after its restart
     assert len(world.interceptor.callbacks) >= 2
+
+
+def test_tornados_output_and_the_access_log_go_to_the_swept_log(world: World) -> None:
+    """tornado's own loggers (tornado.general: a malformed request) and the access log
+    (successes at DEBUG) write to the gateway's log, which the sweeps read."""
+    parts = urlsplit(world.gw.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as s:
+        s.sendall(b"GET /api HTTP/1.1\r\nHost: x\r\nX-Probe: a\x01b\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 400 ")
+    assert world.gw.log_shows("Malformed HTTP message"), world.gw.log()[-2000:]
+    world.call("GET", "/api/kernels")
+    assert world.gw.log_shows("] 200 GET /api/kernels ("), world.gw.log()[-2000:]
+    assert world.gw.log_path in SECRETS.logs
 
 
 def _all_logs(world: World) -> dict[str, bytes]:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.gateway import Gateway, free_port, start_gateway, stop_process
-from tests.procs import wait_gone
+from tests.procs import children_of, wait_gone
 from tests.realparts import ssh_hosts
 
 USERS_STATE = Path(os.environ.get("KY_USERS_STATE", "/tmp/kernelyard-users"))
@@ -126,11 +126,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory, hosts: dict[str, str],
     _spec(specs, "ssh_sudo", ["kernelyard-launcher", "--", *KERNEL], "kernelyard-ssh",
           hosts=[h1, h2], user_mode="sudo", username=hosts["KY_SSH_USER"],
           client_keys=[hosts["KY_SSH_KEY"]], known_hosts=hosts["KY_SSH_KNOWN_HOSTS"],
-          poll_interval=1.0, connect_timeout=5.0)
+          poll_interval=1.0)
     _spec(specs, "ssh_login", ["kernelyard-launcher", "--", *KERNEL], "kernelyard-ssh",
           hosts=["127.0.0.1"], port=int(loopback_sshd["port"]), user_mode="login",
           user_keys_dir=str(USERS_STATE / "keys"), known_hosts=loopback_sshd["known_hosts"],
-          poll_interval=1.0, connect_timeout=5.0)
+          poll_interval=1.0)
     home_root = str(Path(pwd.getpwnam("alice").pw_dir).parent)
     gateway = start_gateway(root, "--ip", hosts["KY_SSH_GATEWAY_IP"],
                             f"--ServerApp.root_dir={home_root}",
@@ -165,6 +165,26 @@ def _report(gw: Gateway, kid: str) -> dict[str, Any]:
 def _kernel_pids(kernel_id: str) -> set[int]:
     out = subprocess.run(["pgrep", "-f", kernel_id], capture_output=True, text=True)
     return {int(p) for p in out.stdout.split()} - {os.getpid()}
+
+
+def _launcher_tree(run_dir: Path) -> set[int]:
+    """An SSH kernel's processes: its detached launcher and everything below it.
+
+    Not every process naming the kernel id: the gateway's status, cancel and release
+    probes name its run dir too, and in sudo mode each runs under a root-owned sudo.
+    """
+    pid = int((run_dir / "launcher.pid").read_text())
+    return {pid} | children_of(pid)
+
+
+def _commands(pids: set[int]) -> list[str]:
+    found = []
+    for pid in sorted(pids):
+        try:
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            pass
+    return found
 
 
 def _owner_of(pid: int) -> int:
@@ -398,7 +418,13 @@ def test_ssh_kernel_through_sudo_runs_as_alice_on_the_host(gw: Gateway) -> None:
         assert probe.stat().st_uid == alice.pw_uid
         run_dir = Path(alice.pw_dir) / ".kernelyard" / "kernels" / kid
         assert run_dir.stat().st_uid == alice.pw_uid
-        assert {_owner_of(p) for p in _kernel_pids(kid)} == {alice.pw_uid}
+        # Looked at over a few status polls: their sudo (root's) names the run dir too.
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            tree = _launcher_tree(run_dir)
+            assert {_owner_of(p) for p in tree} == {alice.pw_uid}, _commands(tree)
+            assert any("ipykernel_launcher" in c for c in _commands(tree)), _commands(tree)
+            time.sleep(0.02)
         ks = gw.connect(kid)
         try:
             msg_id = ks.submit("import time; time.sleep(60)")
