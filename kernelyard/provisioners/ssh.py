@@ -127,6 +127,13 @@ class SSHProvisioner(RemoteProvisionerBase):
     _last_host: dict[tuple[str, ...], str] = {}
     _down_until: dict[str, float] = {}
 
+    def kernels_share_account(self) -> bool:
+        """In 'service' mode every kernel runs as the one remote ``username``."""
+        return self.user_mode == "service"
+
+    def run_as_owner_setting(self) -> str:
+        return "SSHProvisioner.user_mode = 'login' or 'sudo'"
+
     # ---- hooks ---------------------------------------------------------------------
 
     async def submit(
