@@ -265,10 +265,12 @@ class AccessRules:
 
 
 def _name_set(value: Any) -> frozenset[str] | None:
+    """A list of names, or one string of comma-separated names (as Enterprise Gateway's
+    kernelspecs write them: no user or group name holds a comma)."""
     if value is None:
         return frozenset()
     if isinstance(value, str):
-        return frozenset({value})
+        return frozenset(n.strip() for n in value.split(",") if n.strip())
     if isinstance(value, (list, tuple, set, frozenset)) and all(
         isinstance(v, str) for v in value
     ):
