@@ -153,6 +153,51 @@ def test_the_waiver_starts_with_a_warning_at_every_start(tmp_path: Path) -> None
             gw.stop()
 
 
+# ---- without authentication, KERNEL_USERNAME names the owner: no identity may change --------
+
+
+@pytest.mark.parametrize(("provisioner", "config", "setting"), [
+    ("kernelyard-local", {"run_as_user": True}, RUN_AS),
+    ("kernelyard-ssh", {"hosts": ["h1"], "user_mode": "sudo"}, "SSHProvisioner.user_mode"),
+    ("kernelyard-ssh", {"hosts": ["h1"], "user_mode": "login"}, "SSHProvisioner.user_mode"),
+    ("kernelyard-yarn", {}, "YarnProvisioner.impersonate"),  # on by default
+])
+def test_no_authentication_with_kernels_run_as_their_owner_refuses_to_start(
+    tmp_path: Path, provisioner: str, config: dict[str, Any], setting: str
+) -> None:
+    specs = tmp_path / "jupyter"
+    write_spec(specs, "as_owner", IPYKERNEL, metadata={
+        "kernel_provisioner": {"provisioner_name": provisioner, "config": config}})
+    env = {**os.environ, "JUPYTER_PATH": str(specs), "JUPYTER_DATA_DIR": str(tmp_path / "d"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
+    env.pop("KERNELYARD_AUTH_TOKEN", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "kernelyard.cli.main", "serve", "--port", str(free_port())],
+        capture_output=True, text=True, timeout=90, env=env, cwd=tmp_path)
+    log = result.stderr
+    assert result.returncode != 0 and "is listening on" not in log, log
+    assert "'as_owner'" in log and setting in log and "KERNEL_USERNAME" in log, log
+    assert "KernelyardApp.authenticators" in log, log
+
+
+def test_no_authentication_takes_kernel_username_as_the_owner(tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path, token=None, allow_shared_kernel_account=False)
+    try:
+        assert "KERNEL_USERNAME is taken as its kernel's owner" in gw.log()
+        kid = gw.start_kernel(env={"KERNEL_USERNAME": "alice"})
+        status, model, _ = gw.request("GET", f"/api/kernels/{kid}")
+        assert status == 200 and model.get("owner") == "alice", model
+        ks = gw.connect(kid)  # the one anonymous caller reaches every kernel
+        try:
+            out = ks.execute("import os; print(os.getuid())")
+        finally:
+            ks.close()
+        assert out["stdout"].strip() == str(os.getuid()), out  # the gateway's account
+        assert gw.request("DELETE", f"/api/kernels/{kid}")[0] == 204
+    finally:
+        gw.stop()
+
+
 # ---- (c): run as the user: what bob's kernel can reach of alice's ----------------------------
 
 
