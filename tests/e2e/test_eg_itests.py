@@ -9,9 +9,11 @@ kernels keep the gateway's account (a kernelspec that would run them as their
 owner makes the gateway refuse to start: tests/integration/test_shared_accounts.py).
 
 Each itest class runs in its own pytest subprocess; the test fails if it fails:
-a local Python kernel, an SSH-distributed one (service mode on the shared hosts)
-and EG's authorization test with EG's own ``authorization_test`` kernelspec
-(``LocalProcessProxy``, access lists as comma-separated strings).
+a local Python kernel, an SSH-distributed one (service mode on the shared hosts),
+a Spark kernel in YARN cluster mode (the real YARN of ci/yarn, without
+``--proxy-user``) and EG's authorization test with EG's own
+``authorization_test`` kernelspec (``LocalProcessProxy``, access lists as
+comma-separated strings).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.gateway import Gateway, start_gateway
+from tests.integration.test_yarn_kernels import _install_spec
 from tests.kernelspecs import IPYKERNEL, write_spec
 from tests.realparts import ssh_hosts
 
@@ -68,13 +72,35 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gateway.stop()
 
 
-def run_itests(gw: Gateway, tmp: Path, target: str, hostname: str) -> str:
+@pytest.fixture(scope="module")
+def yarn_gw(tmp_path_factory: pytest.TempPathFactory, yarn: dict[str, str]) -> Iterator[Gateway]:
+    """A gateway without auth whose spark_python_yarn_cluster submits as its own user."""
+    _itests()
+    root = tmp_path_factory.mktemp("eg-itests-yarn")
+    _install_spec(root / "prefix", yarn, "spark_python_yarn_cluster")
+    env = {"JUPYTER_PATH": str(root / "prefix" / "share" / "jupyter"),
+           "HADOOP_CONF_DIR": yarn["HADOOP_CONF_DIR"], "JAVA_HOME": yarn["JAVA_HOME"],
+           "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_SUBMIT_OPTS": "-XX:TieredStopAtLevel=1"}
+    gateway = start_gateway(root, "--YarnProvisioner.impersonate=False",
+                            "--YarnProvisioner.poll_interval=1",
+                            f"--YarnProvisioner.instance_tag=kyeg-{uuid.uuid4().hex[:12]}",
+                            f"--KernelyardApp.audit_log={root / 'audit.log'}", token=None,
+                            allow_shared_kernel_account=False, env=env)
+    gateway.extra["audit"] = root / "audit.log"
+    yield gateway
+    for kernel in gateway.request("GET", "/api/kernels")[1] or []:
+        gateway.request("DELETE", f"/api/kernels/{kernel['id']}")
+    gateway.stop()
+
+
+def run_itests(gw: Gateway, tmp: Path, target: str, hostname: str,
+               **extra_env: str) -> str:
     """EG's pytest run of ``target`` (a file::Class of the itests) against ``gw``; its output."""
     ini = tmp / "pytest.ini"
     ini.write_text("[pytest]\n")
     env = {**os.environ, "PYTHONPATH": str(ITESTS_ROOT), "GATEWAY_HOST": gw.url.split("//")[1]
            .rstrip("/"), "KERNEL_USERNAME": OWNER, "KERNEL_LAUNCH_TIMEOUT": "300",
-           "ITEST_HOSTNAME_PREFIX": hostname, "LOG_LEVEL": "INFO"}
+           "ITEST_HOSTNAME_PREFIX": hostname, "LOG_LEVEL": "INFO", **extra_env}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-c", str(ini), "--rootdir", str(tmp),
          "-p", "no:cacheprovider", "-v", str(ITESTS / target)],
@@ -115,3 +141,14 @@ def test_eg_itests_authorization(gw: Gateway, tmp_path: Path) -> None:
     seen = owners(gw)
     assert ("authorization_test", "bob", "ok") in seen, seen
     assert ("authorization_test", None, "denied") in seen, seen  # bad_guy: 403
+
+
+@pytest.mark.timeout(1200)
+def test_eg_itests_yarn_cluster_spark_kernel(yarn_gw: Gateway, yarn: dict[str, str],
+                                            tmp_path: Path) -> None:
+    import pyspark
+
+    run_itests(yarn_gw, tmp_path, "test_python_kernel.py::TestPythonKernelCluster",
+               socket.gethostname(), EXPECTED_SPARK_VERSION=pyspark.__version__.replace(".", r"\."),
+               EXPECTED_DEPLOY_MODE="cluster")
+    assert ("spark_python_yarn_cluster", OWNER, "ok") in owners(yarn_gw), owners(yarn_gw)
