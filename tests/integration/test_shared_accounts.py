@@ -198,6 +198,40 @@ def test_no_authentication_takes_kernel_username_as_the_owner(tmp_path: Path) ->
         gw.stop()
 
 
+# ---- the gateway is not dumpable: its own account's processes can't read its environ ---------
+
+HOLDER = (
+    "import os, sys, time\n"
+    "if sys.argv[1] == 'undumpable':\n"
+    "    from kernelyard.startup_checks import make_undumpable\n"
+    "    assert make_undumpable()\n"
+    "print(os.getpid(), flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.parametrize(("mode", "readable"), [("undumpable", False), ("control", True)])
+def test_a_process_of_the_same_account_cannot_read_the_gateways_environ(
+    mode: str, readable: bool
+) -> None:
+    """As alice (not root, which may read anything): what the gateway does at start."""
+    _users_ready()
+    checkout = str(Path(__file__).resolve().parents[2])
+    holder = subprocess.Popen(
+        ["runuser", "-u", "alice", "--", "env", f"PYTHONPATH={checkout}",
+         "KERNELYARD_TEST_SECRET=s3cret", "/usr/bin/python3", "-c", HOLDER, mode],
+        stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert holder.stdout is not None
+        target = int(holder.stdout.readline())
+        read = subprocess.run(["runuser", "-u", "alice", "--", "cat", f"/proc/{target}/environ"],
+                              capture_output=True)
+        assert (read.returncode == 0 and b"KERNELYARD_TEST_SECRET" in read.stdout) is readable
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 # ---- (c): run as the user: what bob's kernel can reach of alice's ----------------------------
 
 
