@@ -303,13 +303,22 @@ def _probe(bob: Gateway, kid: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("spec", ["as_user", "ssh_sudo", "ssh_login"])
-def test_bobs_kernel_cannot_reach_alices(users: Users, spec: str, tmp_path: Path) -> None:
+def test_bobs_kernel_cannot_reach_alices(users: Users, spec: str) -> None:
     local = spec == "as_user"
-    # Folders as a fresh host or an earlier tool may have left them: listable by all.
-    for folder in (_home("alice") / ".local/share/jupyter/runtime",
-                   _home("alice") / ".kernelyard", _home("alice") / ".kernelyard" / "kernels"):
-        if folder.is_dir():
-            folder.chmod(0o755)
+    # Alice's runtime dir as an earlier tool may have left it, listable by all: the
+    # helper tightens it (an SSH run dir is new for each kernel: made 0700).
+    runtime = _home("alice") / ".local/share/jupyter/runtime"
+    saved = stat.S_IMODE(runtime.stat().st_mode) if runtime.is_dir() else None
+    if local and saved is not None:
+        runtime.chmod(0o755)
+    try:
+        _bob_vs_alice(users, spec, local)
+    finally:
+        if saved is not None:
+            runtime.chmod(saved & ~0o077)
+
+
+def _bob_vs_alice(users: Users, spec: str, local: bool) -> None:
     alice_kid = users.alice.start_kernel(spec)
     bob_kid = users.bob.start_kernel(spec, env={"KERNEL_USERNAME": "bob"})
     marker = Path("/tmp") / f"kernelyard-stolen-{alice_kid}"
