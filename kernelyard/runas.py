@@ -209,7 +209,7 @@ def write_connection_file(path: str, info: Any) -> None:
 
 def private_dir(folder: str) -> None:
     """Make the user's own ``folder`` unlistable by others (keeping a sticky bit)."""
-    info = os.lstat(folder)
+    info = os.stat(folder)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise HelperError(f"{folder} is not a folder of the user's own", "failed")
     if info.st_mode & 0o077:
