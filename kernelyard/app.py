@@ -420,12 +420,14 @@ class KernelyardApp(ServerApp):
         ksm: Any = self.kernel_spec_manager
         refused = ksm.refused_kernelspecs() if isinstance(ksm, KernelyardKernelSpecManager) \
             else {}
+        per_user = startup_checks.per_user_authenticators(provider.authenticators)
         result = startup_checks.plan_checks(
-            startup_checks.kernelspec_accounts(self),
-            per_user=startup_checks.per_user_authenticators(provider.authenticators),
-            auth_enabled=provider.auth_enabled,
-            allow_shared=self.allow_shared_kernel_account,
+            startup_checks.kernelspec_accounts(self), per_user=per_user,
+            auth_enabled=provider.auth_enabled, allow_shared=self.allow_shared_kernel_account,
             refused_kernelspecs=refused)
+        if per_user and not self.allow_shared_kernel_account and \
+                isinstance(ksm, KernelyardKernelSpecManager):  # kernelspecs added later
+            ksm.refuse = startup_checks.late_shared_account_refusal(self, per_user)
         for warning in result.warnings:
             self.log.warning("%s", warning)
         for error in result.errors:

@@ -18,12 +18,12 @@ those kernelspecs are served.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
-from .errors import InvalidRequest
+from .errors import Forbidden, InvalidRequest
 
 # EG's process proxies by their class's last name -> the kernelyard backend to use instead.
 LOCAL_PROXY = "LocalProcessProxy"
@@ -66,6 +66,10 @@ def eg_kernelspec_message(name: str, class_name: str) -> str:
 class KernelyardKernelSpecManager(KernelSpecManager):  # type: ignore[misc]
     """Lists and finds kernelspecs as jupyter_client does, refusing EG remote kernelspecs."""
 
+    #: Set at startup (``KernelyardApp.init_startup_checks``): why a kernelspec found
+    #: later may not be used (a 403 naming the settings), or None when it may.
+    refuse: Callable[[str, KernelSpec], str | None] | None = None
+
     def refused_kernelspecs(self) -> dict[str, str]:
         """name -> why, for every kernelspec found that the gateway refuses."""
         return {name: eg_kernelspec_message(name, class_name)
@@ -74,7 +78,7 @@ class KernelyardKernelSpecManager(KernelSpecManager):  # type: ignore[misc]
     def get_all_specs(self) -> dict[str, Any]:
         """Every kernelspec (as jupyter_client lists them) but the refused ones."""
         return {name: info for name, (info, class_name) in self._all_specs().items()
-                if not class_name}
+                if not class_name and not self._refusal(name, info)}
 
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
         """The kernelspec; ``InvalidRequest`` (400) naming the replacement for a refused one."""
@@ -82,7 +86,15 @@ class KernelyardKernelSpecManager(KernelSpecManager):  # type: ignore[misc]
         class_name = eg_process_proxy(spec.metadata)
         if class_name is not None:
             raise InvalidRequest(eg_kernelspec_message(kernel_name, class_name))
+        why = self.refuse(kernel_name, spec) if self.refuse else None
+        if why:
+            raise Forbidden(why)
         return spec
+
+    def _refusal(self, name: str, info: dict[str, Any]) -> str | None:
+        if self.refuse is None:
+            return None
+        return self.refuse(name, KernelSpec(resource_dir=info["resource_dir"], **info["spec"]))
 
     def _all_specs(self) -> dict[str, tuple[dict[str, Any], str | None]]:
         """name -> (its get_all_specs entry, the EG process proxy it names or None)."""

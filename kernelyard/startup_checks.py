@@ -107,17 +107,35 @@ def _unauthenticated_run_as(account: SpecAccount) -> str:
 def kernelspec_accounts(app: Any) -> list[SpecAccount]:
     """A ``SpecAccount`` per kernelspec the gateway serves."""
     ksm = app.kernel_spec_manager
-    factory = KernelProvisionerFactory.instance(parent=app)
     accounts = []
     for name in sorted(ksm.get_all_specs()):
         try:
             spec = ksm.get_kernel_spec(name)
         except Exception:  # noqa: S112 - it is not served either (jupyter_client logs it)
             continue
-        stanza = spec.metadata.get("kernel_provisioner") or {}
-        provisioner_name = stanza.get("provisioner_name") or factory.default_provisioner_name
-        accounts.append(_account_of(app, factory, name, spec, str(provisioner_name)))
+        accounts.append(account_of(app, name, spec))
     return accounts
+
+
+def account_of(app: Any, name: str, spec: Any) -> SpecAccount:
+    """Whom the kernels of kernelspec ``name`` run as, as its provisioner says."""
+    factory = KernelProvisionerFactory.instance(parent=app)
+    stanza = spec.metadata.get("kernel_provisioner") or {}
+    provisioner_name = stanza.get("provisioner_name") or factory.default_provisioner_name
+    return _account_of(app, factory, name, spec, str(provisioner_name))
+
+
+def late_shared_account_refusal(app: Any, per_user: Sequence[str]) -> Any:
+    """For a kernelspec added after startup: the reason it is refused, or None."""
+    def refuse(name: str, spec: Any) -> str | None:
+        account = account_of(app, name, spec)
+        if not account.shares_account:
+            return None
+        return (f"{account.describe()} would run the kernels of different users under one "
+                f"account, which this gateway refuses with the authenticators "
+                f"{', '.join(per_user)}: run them as their users "
+                f"({account.run_as_setting or RUN_AS_SETTINGS}) or set {ALLOW_SHARED}")
+    return refuse
 
 
 def _account_of(app: Any, factory: Any, name: str, spec: Any, provisioner_name: str

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 import sys
@@ -349,3 +350,19 @@ def _bob_vs_alice(users: Users, spec: str, local: bool) -> None:
         marker.unlink(missing_ok=True)
         for gw, kid in ((users.alice, alice_kid), (users.bob, bob_kid)):
             gw.request("DELETE", f"/api/kernels/{kid}")
+
+
+def test_a_shared_account_kernelspec_added_later_is_refused(users: Users) -> None:
+    specs = users.gw.runtime_dir.parent / "jupyter"
+    _spec(specs, "ssh_service_late", ["kernelyard-launcher", "--", *KERNEL], "kernelyard-ssh",
+          hosts=["h1"], user_mode="service")
+    try:
+        status, listing, _ = users.alice.request("GET", "/api/kernelspecs")
+        assert status == 200 and "ssh_service_late" not in listing["kernelspecs"], listing
+        assert "as_user" in listing["kernelspecs"]
+        status, body, _ = users.alice.request("POST", "/api/kernels",
+                                              {"name": "ssh_service_late"})
+        assert status == 403, (status, body)
+        assert "SSHProvisioner.user_mode" in body["message"] and WAIVER in body["message"]
+    finally:
+        shutil.rmtree(specs / "kernels" / "ssh_service_late")
