@@ -19,6 +19,7 @@ bash ci/kernel-venv.sh     # /opt/kernelyard/kernel-venv: a kernel Python every 
 bash ci/yarn/install.sh    # pyspark into the venv and the kernel venv, the YARN daemon jars into ~/.m2
 bash ci/kdc/install.sh     # MIT Kerberos (apt) and gssapi into the venv (wheel built once, cached)
 bash ci/jupyterhub/install.sh  # JupyterHub in /opt/kernelyard/jupyterhub-venv, configurable-http-proxy (npm)
+bash ci/eg-itests/install.sh >/dev/null  # EG's own itests from its PyPI wheel (unpacked once, cached)
 
 echo "== real parts"
 trap 'bash ci/jupyterhub/stop.sh; bash ci/spark-standalone/stop.sh; bash ci/ssh-hosts/stop.sh; bash ci/yarn/stop-kerberized-rm.sh; bash ci/yarn/stop.sh; bash ci/kdc/stop.sh' EXIT

@@ -18,7 +18,7 @@ from typing import Any
 from jupyter_server.serverapp import DEFAULT_JUPYTER_SERVER_PORT, ServerApp
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
-from . import logredact, policy
+from . import logredact, policy, startup_checks
 from ._version import __version__
 from .api.channels import GatewayChannelsConnection
 from .api.limits import GatewayHTTPServer
@@ -30,6 +30,7 @@ from .auth.token import SharedTokenAuthenticator
 from .callbacks import CallbackRegistry
 from .errors import ConfigError
 from .kernel import GatewayKernelManager
+from .kernelspecs import KernelyardKernelSpecManager
 from .manager import GatewayMappingKernelManager, GatewaySessionManager, LaunchRules
 from .provisioners.base import RemoteProvisionerBase
 from .provisioners.local import LocalKernelProvisioner
@@ -278,12 +279,26 @@ class KernelyardApp(ServerApp):
         "message from a client (tornado's websocket_max_message_size, 10 MiB by default, "
         "must fit) and the memory one connection can hold.",
     )
+    allow_shared_kernel_account = Bool(
+        False,
+        config=True,
+        help="Start although an authenticator that signs users in one by one (anything but "
+        "the shared 'token') is enabled and a kernelspec runs the kernels of different "
+        "users under one OS or cluster account (LocalKernelProvisioner.run_as_user off, "
+        "SSHProvisioner.user_mode 'service', YarnProvisioner.impersonate off). Their "
+        "kernels can then read each other's connection files and run code in each other's "
+        "kernels. Off: the gateway refuses to start; on: a warning at every start.",
+    )
 
     audit: AuditLog = AuditLog()
 
     @default("kernel_manager_class")
     def _default_kernel_manager_class(self) -> type:
         return GatewayMappingKernelManager
+
+    @default("kernel_spec_manager_class")
+    def _default_kernel_spec_manager_class(self) -> type:
+        return KernelyardKernelSpecManager
 
     @default("session_manager_class")
     def _default_session_manager_class(self) -> type:
@@ -401,6 +416,7 @@ class KernelyardApp(ServerApp):
         CallbackRegistry.instance(parent=self)
         self.init_authenticators()
         self.init_policy()
+        self.init_startup_checks()
 
     def init_policy(self) -> None:
         """Build the launch rules, quotas and audit log once; a bad setting stops the gateway."""
@@ -419,6 +435,35 @@ class KernelyardApp(ServerApp):
         manager: Any = self.kernel_manager
         if isinstance(manager, GatewayMappingKernelManager):
             manager.configure_policy(rules, quotas, self.audit)
+
+    def init_startup_checks(self) -> None:
+        """Whom kernels run as against how callers are identified (kernelyard.startup_checks).
+
+        An error names the kernelspec and the settings that fix it and stops the gateway.
+        """
+        if not startup_checks.make_undumpable():
+            self.log.warning("Could not make the gateway process non-dumpable: processes of "
+                             "its own account may read its environment")
+        provider = self.identity_provider
+        if not isinstance(provider, GatewayIdentityProvider):
+            return
+        ksm: Any = self.kernel_spec_manager
+        refused = ksm.refused_kernelspecs() if isinstance(ksm, KernelyardKernelSpecManager) \
+            else {}
+        per_user = startup_checks.per_user_authenticators(provider.authenticators)
+        result = startup_checks.plan_checks(
+            startup_checks.kernelspec_accounts(self), per_user=per_user,
+            auth_enabled=provider.auth_enabled, allow_shared=self.allow_shared_kernel_account,
+            refused_kernelspecs=refused)
+        if per_user and not self.allow_shared_kernel_account and \
+                isinstance(ksm, KernelyardKernelSpecManager):  # kernelspecs added later
+            ksm.refuse = startup_checks.late_shared_account_refusal(self, per_user)
+        for warning in result.warnings:
+            self.log.warning("%s", warning)
+        for error in result.errors:
+            self.log.critical("%s", error)
+        if result.errors:
+            self.exit(1)
 
     def init_authenticators(self) -> None:
         """Build the authenticator chain; a bad setting stops the gateway with a message."""

@@ -379,10 +379,12 @@ class AccessRules:
 
 
 def _name_set(value: Any) -> frozenset[str] | None:
+    """A list of names, or one string of comma-separated names (as Enterprise Gateway's
+    kernelspecs write them: no user or group name holds a comma)."""
     if value is None:
         return frozenset()
     if isinstance(value, str):
-        return frozenset({value})
+        return frozenset(n.strip() for n in value.split(",") if n.strip())
     if isinstance(value, (list, tuple, set, frozenset)) and all(
         isinstance(v, str) for v in value
     ):
@@ -548,12 +550,24 @@ def is_valid_username(value: Any) -> bool:
     )
 
 
+ANONYMOUS_VIA = "anonymous"
+
+
+def is_anonymous(principal: Principal) -> bool:
+    """Whether ``principal`` is the caller of a gateway without authentication."""
+    return principal.via == ANONYMOUS_VIA
+
+
 def effective_username(principal: Principal, requested: Any = None) -> str:
     """The user a kernel runs as, given the client's ``KERNEL_USERNAME`` (or ``None``).
 
     Absent (``None`` or ``""``): the principal's own name. Present: it must be a
     valid user name (else ``InvalidRequest``) and equal the principal's name
-    unless the principal ``may_act_for_others`` (else ``Forbidden``).
+    unless the principal ``may_act_for_others`` or is the anonymous caller of a
+    gateway without authentication (else ``Forbidden``). Without authentication
+    there is no identity to protect: the name is the kernel's owner, as in
+    Enterprise Gateway, and the gateway refuses to start if a kernelspec would run
+    kernels as their owner (``kernelyard.startup_checks``).
     """
     if requested is None or requested == "":
         if not is_valid_username(principal.name):
@@ -562,7 +576,7 @@ def effective_username(principal: Principal, requested: Any = None) -> str:
     if not is_valid_username(requested):
         raise InvalidRequest(f"KERNEL_USERNAME must be a user name of {_USERNAME_RULE}")
     requested = canonical_username(requested)
-    if requested == principal.name or principal.may_act_for_others:
+    if requested == principal.name or principal.may_act_for_others or is_anonymous(principal):
         return str(requested)
     raise Forbidden(
         f"KERNEL_USERNAME {requested!r} is not the authenticated user {principal.name!r}; "
@@ -854,10 +868,12 @@ K = TypeVar("K")
 def may_access_kernel(principal: Principal, owner: str | None) -> bool:
     """The owner or an admin may connect to, interrupt, restart, delete or list a kernel.
 
-    A kernel without an owner (``None`` or ``""``) is an admin's alone.
+    A kernel without an owner (``None`` or ``""``) is an admin's alone. Without
+    authentication every caller is the same anonymous one, and owners (a client's
+    ``KERNEL_USERNAME``) are labels: it may access every kernel.
     """
-    return principal.admin or (isinstance(owner, str) and bool(owner)
-                               and canonical_username(owner) == principal.name)
+    return principal.admin or is_anonymous(principal) or (
+        isinstance(owner, str) and bool(owner) and canonical_username(owner) == principal.name)
 
 
 def check_kernel_access(principal: Principal, kernel_id: str, owner: str | None) -> None:

@@ -26,7 +26,8 @@ regained. Only then does it touch anything, so every file it writes and every
 signal it sends is the user's own doing:
 
 - ``launch`` sets the umask (default 077), writes the connection file (0600, in
-  a 0700 folder), enters ``cwd`` if it lies inside the user's home (else the
+  a folder only the user may list: made 0700, or stripped of group and other
+  bits if it existed), enters ``cwd`` if it lies inside the user's home (else the
   home), starts a new session, answers ``{"pid", "pgid", "connection_file"}``
   on stdin (or stdout when stdin is not a socket), puts /dev/null on stdin and
   execs ``argv`` (``{connection_file}`` replaced) with ``env`` plus HOME, USER,
@@ -195,13 +196,24 @@ def connection_path(user: UserIdentity, runtime_dir: str, kernel_id: Any) -> str
 def write_connection_file(path: str, info: Any) -> None:
     if not isinstance(info, Mapping):
         raise HelperError("'connection' must be a JSON object")
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    private_dir(folder)
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         os.fchmod(f.fileno(), 0o600)
         json.dump(dict(info), f, indent=1)
     os.replace(tmp, path)
+
+
+def private_dir(folder: str) -> None:
+    """Make the user's own ``folder`` unlistable by others (keeping a sticky bit)."""
+    info = os.stat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise HelperError(f"{folder} is not a folder of the user's own", "failed")
+    if info.st_mode & 0o077:
+        os.chmod(folder, stat.S_IMODE(info.st_mode) & ~0o077)
 
 
 def launch(request: dict[str, Any], user: UserIdentity, runtime_dir: str) -> NoReturn:

@@ -192,8 +192,15 @@ def start_gateway(
     token: str | None = "test-token",
     env: dict[str, str] | None = None,
     wait: float = 60,
+    allow_shared_kernel_account: bool = True,
 ) -> Gateway:
-    """Start ``kernelyard serve`` on a free loopback port and wait until it listens."""
+    """Start ``kernelyard serve`` on a free loopback port and wait until it listens.
+
+    ``allow_shared_kernel_account``: pass the waiver, so that a gateway with per-user
+    authenticators starts with kernelspecs that run every kernel as the gateway's own
+    account (the tests' usual setup; tests/integration/test_shared_accounts.py is
+    about the refusal and passes False).
+    """
     runtime = tmp / "runtime"
     runtime.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"gateway-{uuid.uuid4().hex[:6]}.log"
@@ -204,6 +211,8 @@ def start_gateway(
         full_env["KERNELYARD_AUTH_TOKEN"] = token
     cmd = [sys.executable, "-m", "kernelyard.cli.main", "serve", "--port", str(free_port()),
            "--port-retries", "0", *args]
+    if allow_shared_kernel_account:
+        cmd.append("--KernelyardApp.allow_shared_kernel_account=True")
     if DEFAULT_LOG_LEVEL and not any(a.startswith(("--log-level", "--debug")) for a in args):
         cmd.append(f"--log-level={DEFAULT_LOG_LEVEL}")
     SECRETS.add_log(log_path)

@@ -126,6 +126,22 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         """Deliver a signal natively; False means 'use the launcher' (the default)."""
         return False
 
+    # ---- whom kernels run as --------------------------------------------------------
+
+    def kernels_share_account(self) -> bool:
+        """Whether kernels of different users would run under one OS or cluster account.
+
+        Asked at startup for every kernelspec (``kernelyard.startup_checks``): a
+        backend that runs every kernel as one account lets one user's kernel read
+        another's connection file and run code in it. True unless a backend says
+        otherwise (it runs each kernel as its owner).
+        """
+        return True
+
+    def run_as_owner_setting(self) -> str:
+        """The setting that makes this backend run each kernel as its owner ('' if none)."""
+        return ""
+
     # ---- jupyter_client's provisioner interface ------------------------------
 
     @property

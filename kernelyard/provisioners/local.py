@@ -115,6 +115,13 @@ class LocalKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
         base = self.log_dir or getattr(self.parent, "connection_dir", "") or "."
         return Path(base) / f"kernel-{self.kernel_id}.log"
 
+    def kernels_share_account(self) -> bool:
+        """Kernels of different users share the gateway's account unless run_as_user."""
+        return not self.run_as_user
+
+    def run_as_owner_setting(self) -> str:
+        return "LocalKernelProvisioner.run_as_user = True"
+
     def _finalize_env(self, env: dict[str, str]) -> None:
         super()._finalize_env(env)
         for name in self.secret_envs:

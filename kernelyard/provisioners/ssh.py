@@ -127,6 +127,13 @@ class SSHProvisioner(RemoteProvisionerBase):
     _last_host: dict[tuple[str, ...], str] = {}
     _down_until: dict[str, float] = {}
 
+    def kernels_share_account(self) -> bool:
+        """In 'service' mode every kernel runs as the one remote ``username``."""
+        return self.user_mode == "service"
+
+    def run_as_owner_setting(self) -> str:
+        return "SSHProvisioner.user_mode = 'login' or 'sudo'"
+
     # ---- hooks ---------------------------------------------------------------------
 
     async def submit(
@@ -142,8 +149,8 @@ class SSHProvisioner(RemoteProvisionerBase):
         command = shlex.join(self._as(user, self._launcher_argv(launcher, run_dir, argv)))
         if self._sudo(user):  # the launcher makes its run dir, as the owner
             command = f"exec {command}"
-        else:
-            command = f"mkdir -p {shlex.quote(run_dir)} && exec {command}"
+        else:  # a run dir only the remote user may list, whatever sshd's umask
+            command = f"(umask 077 && mkdir -p {shlex.quote(run_dir)}) && exec {command}"
         stdin = json.dumps({**secrets, "env": env}) + "\n"
         result = await asyncio.wait_for(conn.run(command, input=stdin),
                                         timeout=self.connect_timeout + 20)

@@ -117,6 +117,14 @@ class YarnProvisioner(RemoteProvisionerBase):
     _clients: dict[tuple[str, ...], ResourceManager] = {}
     _log_tails: dict[str, str] = {}
 
+    def kernels_share_account(self) -> bool:
+        """With ``impersonate`` (the default) each application runs as its owner
+        (``--proxy-user``); without it, every one as the gateway's Hadoop user."""
+        return not self.impersonate
+
+    def run_as_owner_setting(self) -> str:
+        return "YarnProvisioner.impersonate = True"
+
     @default("hadoop_conf_dir")
     def _hadoop_conf_dir_default(self) -> str:
         return os.environ.get("HADOOP_CONF_DIR", "")
