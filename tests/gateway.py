@@ -329,3 +329,19 @@ class KernelSocket:
 
     def close(self) -> None:
         self.ws.close()
+
+
+def audit_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of an audit log file (none while it does not exist)."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for_audit(path: Path, timeout: float = 20, **match: Any) -> dict[str, Any]:
+    """The first audit line with these fields (lines are written as requests end)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [r for r in audit_lines(path) if all(r.get(k) == v for k, v in match.items())]
+        if found or time.monotonic() > deadline:
+            assert found, (match, audit_lines(path)[-10:])
+            return found[0]
+        time.sleep(0.1)

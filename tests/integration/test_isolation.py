@@ -16,7 +16,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 import websocket
 
-from tests.gateway import Gateway, start_gateway
+from tests.gateway import Gateway, audit_lines, start_gateway, wait_for_audit
 from tests.kernelspecs import IPYKERNEL, make_test_kernelspecs, write_spec
 from tests.realparts import ssh_hosts
 
@@ -59,20 +58,6 @@ def as_caller(gw: Gateway, token: str) -> Gateway:
     """The same gateway, seen by a client that sends ``token``."""
     return dataclasses.replace(gw, token=token)
 
-
-def audit_lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def wait_for_audit(path: Path, **match: Any) -> dict[str, Any]:
-    """The first audit line with these fields (lines are written as requests end)."""
-    deadline = time.monotonic() + 10
-    while True:
-        found = [r for r in audit_lines(path) if all(r.get(k) == v for k, v in match.items())]
-        if found or time.monotonic() > deadline:
-            assert found, (match, audit_lines(path)[-10:])
-            return found[0]
-        time.sleep(0.1)
 
 
 @dataclasses.dataclass

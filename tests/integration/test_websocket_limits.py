@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 import pytest
 import websocket
 
-from tests.gateway import Gateway, KernelSocket, start_gateway
+from tests.gateway import Gateway, KernelSocket, start_gateway, wait_for_audit
 
 V1 = "v1.kernel.websocket.jupyter.org"
 MiB = 1024 * 1024
@@ -78,19 +78,6 @@ def rss_bytes(pid: int) -> int:
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
 
-
-def audit_lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def wait_for_audit(path: Path, **match: Any) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while True:
-        found = [r for r in audit_lines(path) if all(r.get(k) == v for k, v in match.items())]
-        if found or time.monotonic() > deadline:
-            assert found, (match, audit_lines(path)[-10:])
-            return found[0]
-        time.sleep(0.1)
 
 
 @dataclasses.dataclass
