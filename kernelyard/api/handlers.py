@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import unicodedata
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -379,9 +378,8 @@ def _resource_path_problem(path: str) -> str:
         return "empty (name a file of the kernelspec, e.g. logo-64x64.png)"
     if len(path) > MAX_RESOURCE_PATH:
         return f"longer than {MAX_RESOURCE_PATH} characters"
-    if any(unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp")
-           for c in path):
-        return "it holds a control, format or line separator character"
+    if policy.unsafe_character(path) is not None:
+        return "it holds a control or line separator character, or is not UTF-8"
     if "\\" in path:
         return "it holds a backslash"
     if path.startswith("/"):
