@@ -274,9 +274,7 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
         try:
             msg = ws_frames.parse_frame(incoming_msg, v1=self.subprotocol == V1)
         except ws_frames.BadFrame as e:
-            self.log.warning("Kernel %s: closed a websocket of %s: %s", self.kernel_id,
-                             self.user_name or "?", e)
-            self._close_socket(CLOSE_BAD_FRAME, f"refused a frame: {e}")
+            self._refuse_frame(str(e))
             return
         allowed = self.multi_kernel_manager.allowed_message_types
         if allowed and msg.msg_type not in allowed:
@@ -288,8 +286,19 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
         stream = self.channels[msg.channel]
         if msg.raw_parts:
             self.session.send_raw(stream, msg.raw_parts)
-        else:
+            return
+        try:
             self.session.send(stream, msg.as_dict())
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            # jupyter_client adapts a message of another protocol version (the header's
+            # "version") and assumes the content fields that version requires.
+            self._refuse_frame("its content does not fit its header's protocol version")
+
+    def _refuse_frame(self, why: str) -> None:
+        """Close this socket only, with code 1007 and the reason; one log line."""
+        self.log.warning("Kernel %s: closed a websocket of %s: %s", self.kernel_id,
+                         self.user_name or "?", why)
+        self._close_socket(CLOSE_BAD_FRAME, f"refused a frame: {why}")
 
     def _close_socket(self, code: int, reason: str) -> None:
         if self._socket_open():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -181,35 +180,6 @@ def test_api_conforms_and_never_fails(case: schemathesis.Case, gw: Gateway, kern
 EXAMPLES = {"kernel_id": "00000000-0000-4000-8000-000000000000",
             "session_id": "00000000-0000-4000-8000-000000000001",
             "kernel_name": "python3", "resource": "logo-64x64.png"}
-METHODS = ("get", "post", "put", "patch", "delete")
-
-
-def _route_table() -> list[tuple[re.Pattern[str], str, type]]:
-    """(route, method, handler) for every method each route of the gateway serves."""
-    from tornado import web
-
-    from kernelyard.api.handlers import default_handlers
-
-    return [(re.compile(rule[0] + "$"), method.upper(), rule[1]) for rule in default_handlers
-            for method in METHODS
-            if getattr(rule[1], method) is not getattr(web.RequestHandler, method)]
-
-
-def test_the_spec_has_every_route_of_the_table() -> None:
-    """schemathesis fuzzes what the spec lists: every route and method the gateway
-    serves is there (and the spec lists nothing it does not serve)."""
-    table = _route_table()
-    operations = {(op.split(" ", 1)[1].format(**EXAMPLES), op.split(" ", 1)[0])
-                  for op, _ in _operations()}
-    missing = [f"{method} {route.pattern} ({handler.__name__})"
-               for route, method, handler in table
-               if not any(route.match(path) and m == method for path, m in operations)]
-    assert not missing, f"served but not in the spec: {missing}"
-    unserved = [f"{method} {path}" for path, method in operations
-                if not any(route.match(path) and m == method for route, m, _ in table)]
-    assert not unserved, f"in the spec but not served: {unserved}"
-
-
 def test_the_served_spec_is_the_file(gw: Gateway) -> None:
     """The same document, except info.version: the gateway fills in its own version."""
     expected = yaml.safe_load(SPEC.read_text())

@@ -22,6 +22,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -217,9 +218,13 @@ def test_a_process_of_the_same_account_cannot_read_the_gateways_environ(
 ) -> None:
     """As alice (not root, which may read anything): what the gateway does at start."""
     _users_ready()
-    checkout = str(Path(__file__).resolve().parents[2])
+    # A copy of the package alice can read: the checkout may be in a 0700 directory.
+    package_dir = Path(tempfile.mkdtemp(prefix="ky-undumpable-"))
+    package_dir.chmod(0o755)
+    shutil.copytree(Path(__file__).resolve().parents[2] / "kernelyard", package_dir / "kernelyard",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     holder = subprocess.Popen(
-        ["runuser", "-u", "alice", "--", "env", f"PYTHONPATH={checkout}",
+        ["runuser", "-u", "alice", "--", "env", f"PYTHONPATH={package_dir}",
          "KERNELYARD_TEST_SECRET=s3cret", "/usr/bin/python3", "-c", HOLDER, mode],
         stdout=subprocess.PIPE, text=True, cwd="/")
     try:
@@ -231,6 +236,7 @@ def test_a_process_of_the_same_account_cannot_read_the_gateways_environ(
     finally:
         holder.kill()
         holder.wait()
+        shutil.rmtree(package_dir)
 
 
 # ---- (c): run as the user: what bob's kernel can reach of alice's ----------------------------

@@ -144,7 +144,12 @@ def test_v1_frame_claiming_2_63_offsets_closes_only_its_socket(tmp_path: Path) -
     json.dumps({"header": "x", "channel": "shell"}),
     "[" * 100_000,
     struct.pack(">I", 2**31 - 1) + b"\0" * 12,  # a legacy binary frame claiming 2**31 parts
-], ids=["not-json", "iopub", "header-not-object", "deep", "legacy-binary-count"])
+    # A protocol-4 header makes jupyter_client adapt the message, which needs content fields.
+    json.dumps({"header": {"msg_type": "complete_request", "msg_id": "m", "version": "4.1",
+                           "session": "s", "username": "u"},
+                "parent_header": {}, "metadata": {}, "content": {}, "channel": "shell"}),
+], ids=["not-json", "iopub", "header-not-object", "deep", "legacy-binary-count",
+        "unadaptable-v4-content"])
 def test_a_bad_legacy_frame_closes_only_its_socket(s: Setup, kernel: str,
                                                    frame: str | bytes) -> None:
     ws = open_ws(s.alice, kernel)
