@@ -8,7 +8,6 @@ PYTHONPATH that declares them when the install does not.
 
 from __future__ import annotations
 
-import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -17,9 +16,18 @@ PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 
 def declared_provisioners() -> dict[str, str]:
-    """The provisioner entry points pyproject.toml declares (name -> 'module:Class')."""
-    project = tomllib.loads(PYPROJECT.read_text())["project"]
-    return dict(project["entry-points"][GROUP])
+    """The provisioner entry points pyproject.toml declares (name -> 'module:Class'); read
+    without a TOML parser, which Python 3.10 lacks."""
+    lines = PYPROJECT.read_text().splitlines()
+    start = lines.index(f'[project.entry-points."{GROUP}"]') + 1
+    found: dict[str, str] = {}
+    for line in lines[start:]:
+        if line.startswith("["):
+            break
+        if "=" in line and not line.startswith("#"):
+            name, value = (part.strip() for part in line.split("=", 1))
+            found[name] = value.strip('"')
+    return found
 
 
 def write_dist_info(target: Path, name: str, group_entries: dict[str, dict[str, str]]) -> Path:
