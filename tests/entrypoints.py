@@ -8,6 +8,7 @@ PYTHONPATH that declares them when the install does not.
 
 from __future__ import annotations
 
+import shutil
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -15,10 +16,10 @@ GROUP = "jupyter_client.kernel_provisioners"
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 
-def declared_provisioners() -> dict[str, str]:
-    """The provisioner entry points pyproject.toml declares (name -> 'module:Class'); read
-    without a TOML parser, which Python 3.10 lacks."""
-    lines = PYPROJECT.read_text().splitlines()
+def declared_provisioners(pyproject: Path = PYPROJECT) -> dict[str, str]:
+    """The provisioner entry points a pyproject.toml (kernelyard's) declares, name ->
+    'module:Class'; read without a TOML parser, which Python 3.10 lacks."""
+    lines = pyproject.read_text().splitlines()
     start = lines.index(f'[project.entry-points."{GROUP}"]') + 1
     found: dict[str, str] = {}
     for line in lines[start:]:
@@ -51,3 +52,12 @@ def provisioner_path(tmp: Path) -> str:
     if not missing:
         return ""
     return str(write_dist_info(tmp / "entry-points", "kernelyard_checkout", {GROUP: missing}))
+
+
+def install_package(source: Path, target: Path) -> Path:
+    """Install the one-package project at ``source`` into ``target`` as pip --target
+    would: the package folder and a dist-info with its provisioner entry points (the
+    tests' venv has no ``wheel`` to build one with)."""
+    name = source.name
+    shutil.copytree(source / name, target / name)
+    return write_dist_info(target, name, {GROUP: declared_provisioners(source / "pyproject.toml")})
