@@ -80,9 +80,16 @@ def load(name: str, ep: EntryPoint) -> Any:
                               f"{type(e).__name__}: {e}") from e
 
 
-def load_group(name: str, *, kernelyard_only: bool = False) -> dict[str, Any]:
-    """entry-point name -> loaded object, for every entry point of group ``name``."""
-    return {ep.name: load(name, ep) for ep in group(name, kernelyard_only=kernelyard_only)}
+def load_group(name: str, *, kind: type | None = None,
+               kernelyard_only: bool = False) -> dict[str, Any]:
+    """entry-point name -> loaded object, for every entry point of group ``name``;
+    ``EntryPointError`` naming the entry point when one is not a ``kind``."""
+    found = {}
+    for ep in group(name, kernelyard_only=kernelyard_only):
+        found[ep.name] = obj = load(name, ep)
+        if kind is not None and not isinstance(obj, kind):
+            raise EntryPointError(f"{describe(name, ep)} is not a {kind.__name__}")
+    return found
 
 
 def find(name: str, entry: str) -> Any | None:

@@ -9,6 +9,7 @@ CLI is run, in a subprocess.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -90,22 +91,37 @@ def test_help_all_lists_every_setting() -> None:
     assert not missing, sorted(missing)
 
 
-def _third_party(root: Path, target: str) -> dict[str, str]:
-    """An installed distribution (a dist-info on PYTHONPATH) that depends on kernelyard and
-    names ``target`` as its provisioner entry point ``acme``."""
-    (root / "acme_backend.py").write_text(textwrap.dedent("""
-        from traitlets import Integer
-        from kernelyard.provisioners.base import RemoteProvisionerBase
+ACME = textwrap.dedent("""
+    from traitlets import Integer
+    from kernelyard.provisioners.base import RemoteProvisionerBase
+    from kernelyard.provisioners.kernelspec_backend import LAUNCHER, KernelspecBackend
 
-        class AcmeProvisioner(RemoteProvisionerBase):
-            widgets = Integer(3, config=True, help="How many widgets a kernel gets.")
-    """))
+    class AcmeProvisioner(RemoteProvisionerBase):
+        widgets = Integer(3, config=True, help="How many widgets a kernel gets.")
+
+    def add_options(options):
+        options.add("acme", "--widgets", type=int, default=3, help="acme: widgets")
+
+    def build(opts, kernel_cmd):
+        return [LAUNCHER, "--", *kernel_cmd], {"widgets": opts.widgets}
+
+    BACKEND = KernelspecBackend(provisioner="acme", build=build, add_options=add_options,
+                                extra="acme", modules=("acme_backend",))
+""")
+
+
+def _third_party(root: Path, target: str, *, kernelspec: str = "") -> dict[str, str]:
+    """An installed distribution (a dist-info on PYTHONPATH) that depends on kernelyard and
+    names ``target`` as its provisioner entry point ``acme`` (and ``kernelspec`` as its
+    kernelspec backend ``acme``)."""
+    (root / "acme_backend.py").write_text(ACME)
     info = root / "acme_backend-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-backend\nVersion: 0.1\n"
                                    "Requires-Dist: kernelyard\n")
+    backends = f"[kernelyard.kernelspec_backends]\nacme = {kernelspec}\n" if kernelspec else ""
     (info / "entry_points.txt").write_text(f"[jupyter_client.kernel_provisioners]\n"
-                                           f"acme = {target}\n")
+                                           f"acme = {target}\n{backends}")
     return {"PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
 
 
@@ -121,3 +137,28 @@ def test_a_broken_entry_point_is_named(tmp_path: Path) -> None:
     assert "acme" in out.stderr and "jupyter_client.kernel_provisioners" in out.stderr
     assert "acme_backend:NoSuchProvisioner" in out.stderr
     assert "Traceback" not in out.stderr, out.stderr
+
+
+def test_third_party_kernelspec_backend(tmp_path: Path) -> None:
+    """A backend's kernelspec options and kernel.json part come from its entry point."""
+    env = _third_party(tmp_path, "acme_backend:AcmeProvisioner",
+                       kernelspec="acme_backend:BACKEND")
+    env["JUPYTER_PATH"] = str(tmp_path / "share" / "jupyter")
+    out = _run("kernelspec", "install", "acme", "--name", "py_acme", "--widgets", "5",
+               "--curve", "--prefix", str(tmp_path), env=env)
+    assert out.returncode == 0, out.stderr
+    spec = json.loads((tmp_path / "share/jupyter/kernels/py_acme/kernel.json").read_text())
+    assert spec["argv"][:2] == ["kernelyard-launcher", "--"]
+    assert spec["metadata"]["kernel_provisioner"] == {
+        "provisioner_name": "acme", "config": {"widgets": 5, "curve_encryption": True}}
+    helped = _run("kernelspec", "install", "--help", env=env).stdout
+    assert "--widgets" in helped and "--hosts" in helped and "--rm-urls" in helped
+
+
+def test_a_kernelspec_backend_of_the_wrong_kind_is_named(tmp_path: Path) -> None:
+    env = _third_party(tmp_path, "acme_backend:AcmeProvisioner",
+                       kernelspec="acme_backend:AcmeProvisioner")
+    out = _run("kernelspec", "install", "--help", env=env)
+    assert out.returncode == 1
+    assert "'acme' = acme_backend:AcmeProvisioner (group kernelyard.kernelspec_backends" \
+        in out.stderr and "is not a KernelspecBackend" in out.stderr, out.stderr
