@@ -86,3 +86,26 @@ def spark_options(options: KernelspecOptions) -> None:
                 help="when `spark` and `sc` are created (default lazy)")
     options.add(group, "--spark-conf", action="append", default=[], metavar="KEY=VALUE",
                 help="Spark conf for every kernel of the spec (repeatable)")
+
+
+def backend_for(provisioner: str) -> tuple[str, KernelspecBackend] | None:
+    """The registered backend (name, backend) whose provisioner is ``provisioner``."""
+    from .. import registry
+
+    found = registry.load_group(registry.KERNELSPEC_BACKENDS, kind=KernelspecBackend)
+    return next(((name, b) for name, b in found.items() if b.provisioner == provisioner), None)
+
+
+def missing_extra_message(kernelspec: str, provisioner: str) -> str | None:
+    """Why kernelspec ``kernelspec`` can't run here for want of its backend's pip extra,
+    naming the command that installs it; None when nothing is missing."""
+    found = backend_for(provisioner)
+    if found is None:
+        return None
+    name, backend = found
+    missing = backend.missing()
+    if not missing:
+        return None
+    return (f"kernelspec {kernelspec!r} uses the {name} backend ({provisioner}), whose "
+            f"dependencies are not installed ({missing}): {backend.install_hint()}, then "
+            "restart the gateway")
