@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -54,6 +55,7 @@ from .errors import (
     Unauthorized,
 )
 from .kernel import GatewayKernelManager
+from .provisioners.resource_settings import ResourceSettings
 from .quotas import QuotaGate
 from .store import KernelRecord, StoreFactory
 
@@ -287,7 +289,7 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
                 await self._start_within(
                     deadline, kernel_name=name, path=None if cwd else request.path,
                     kernel_id=kernel_id, env=self.rules.kernel_env(env),
-                    owner=plan.subject.name, **({"cwd": cwd} if cwd else {}))
+                    owner=plan.subject.name, plan=plan, **({"cwd": cwd} if cwd else {}))
         finally:
             self._claimed.discard(kernel_id)
         self._remember_id(kernel_id)
@@ -397,19 +399,37 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         settings = self.rules.launch_policy(principal, requested)
         try:
             return policy.authorize(principal, request, name, spec.metadata, settings,
-                                    run_as_groups=groups)
+                                    run_as_groups=groups,
+                                    kernelspec_check=self._kernelspec_check(name, spec))
         except Forbidden as e:
             if run_as != policy.ROOT_USER or settings.access.allow_root:
                 raise
             raise Forbidden(f"refusing to run a kernel as root ({e.message}; see "
                             "KernelyardApp.allow_root_kernels)") from None
 
+    def _kernelspec_check(self, name: str, spec: Any) -> policy.KernelspecCheck | None:
+        """The kernelspec level of the resource limits: its provisioner's settings (the
+        config and ``metadata.kernel_provisioner.config``), read before any launch.
+        None for a provisioner that is not kernelyard's (its start fails on its own if
+        it cannot be built)."""
+        try:
+            provisioner = KPF.instance(parent=self.parent).create_provisioner_instance(
+                str(uuid.uuid4()), spec, parent=self)
+        except Exception:
+            return None
+        if not isinstance(provisioner, ResourceSettings):
+            return None
+        return lambda resources, who: provisioner.check_resources(resources, who, name)
+
     def pre_start_kernel(self, kernel_name: str | None, kwargs: Any) -> tuple[Any, str, str]:
-        """jupyter_client's, and the new kernel manager gets its ``owner`` right away."""
+        """jupyter_client's, and the new kernel manager gets its ``owner`` and launch
+        ``plan`` right away (a backend reads ``plan.resources``)."""
         owner = kwargs.pop("owner", "")
+        plan = kwargs.pop("plan", None)
         km: Any
         km, name, kernel_id = super().pre_start_kernel(kernel_name, kwargs)
         km.owner = owner
+        km.plan = plan
         self._starting[kernel_id] = km  # for _forget_failed_start
         return km, name, kernel_id
 

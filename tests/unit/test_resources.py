@@ -201,3 +201,39 @@ def test_an_int_memory_limit_is_mib() -> None:
     res.check_limits(res.parse_request({"KERNEL_EXECUTOR_MEMORY": "4g"}), limits, "x")
     with pytest.raises(LimitReached):
         res.check_limits(res.parse_request({"KERNEL_EXECUTOR_MEMORY": "4097m"}), limits, "x")
+
+
+# --- What a backend can't honour -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["kernelyard.provisioners.local:LocalKernelProvisioner",
+                                  "kernelyard.provisioners.ssh:SSHProvisioner"])
+@pytest.mark.parametrize(("env", "refused"), [
+    ({"KERNEL_GPUS": "1"}, "KERNEL_GPUS"), ({"KERNEL_GPUS_LIMIT": "1"}, "KERNEL_GPUS_LIMIT"),
+    ({"KERNEL_WALLTIME": "1h"}, "KERNEL_WALLTIME"), ({"KERNEL_GPUS": "0"}, None),
+    ({"KERNEL_MEMORY": "2g", "KERNEL_CPUS": "2"}, None),  # accepted, not enforced (docs)
+])
+def test_local_and_ssh_refuse_what_they_cannot_honour(name: str, env: dict[str, str],
+                                                      refused: str | None) -> None:
+    import importlib
+
+    module, cls = name.split(":")
+    provisioner = getattr(importlib.import_module(module), cls)()
+    asked = res.parse_request(env)
+    if refused is None:
+        provisioner.check_resources(asked, "alice", "spec")
+        return
+    with pytest.raises(InvalidRequest, match=f"{refused} is not supported by kernelspec 'spec' "
+                       f"\\({cls} cannot honour it\\)"):
+        provisioner.check_resources(asked, "alice", "spec")
+
+
+def test_a_kernelspec_limit_comes_from_its_provisioner_config() -> None:
+    from kernelyard.provisioners.local import LocalKernelProvisioner
+
+    provisioner = LocalKernelProvisioner(resource_limits={"KERNEL_MEMORY": "1g"})
+    provisioner.check_resources(res.parse_request({"KERNEL_MEMORY": "1g"}), "alice", "py")
+    with pytest.raises(InvalidRequest, match=r"KERNEL_DRIVER_MEMORY=2g is more than alice may "
+                       r"request \(1g, the limit of kernelspec 'py' "
+                       r"\(LocalKernelProvisioner\.resource_limits\)\)"):
+        provisioner.check_resources(res.parse_request({"KERNEL_DRIVER_MEMORY": "2g"}),
+                                    "alice", "py")
