@@ -275,9 +275,10 @@ def parse_limits(entry: Any, where: str, source: str,
             raise ConfigError(f"{where}: {name!r} is not a resource variable "
                               f"(one of {', '.join(BY_NAME)})")
         amount = _limit_amount(var, value)
-        if amount is None:
-            raise ConfigError(f"{where}: the limit {name} must be {_limit_rule(var)}")
         setting = (settings or {}).get(name)
+        if amount is None:
+            raise ConfigError(f"{where}: the limit {name} must be {_limit_rule(var)}"
+                              + (f" (set by {setting})" if setting else ""))
         limits[var.field] = Limit(var.field, value, amount,
                                   f"{source} ({setting})" if setting else source)
     return limits
