@@ -45,6 +45,7 @@ from ..errors import KernelStartFailed
 from ..policy import is_gateway_secret
 from ..store import StoreFactory
 from ..store.base import KernelRecord
+from .resource_settings import ResourceSettings
 from .status import BackendStatus, StatusPoller
 
 KERNEL_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
@@ -63,7 +64,7 @@ def launcher_args(argv: list[str]) -> list[str]:
     return ["--", *argv]
 
 
-class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
+class RemoteProvisionerBase(ResourceSettings, KernelProvisionerBase):  # type: ignore[misc,metaclass]
     """Launch through a backend, wait for the launcher's callback, watch, stop."""
 
     launch_timeout = Float(
