@@ -32,6 +32,7 @@ from .errors import ConfigError
 from .kernel import GatewayKernelManager
 from .kernelspecs import KernelyardKernelSpecManager
 from .manager import GatewayMappingKernelManager, GatewaySessionManager, LaunchRules
+from .provisioners.backend import BackendRegistry
 from .provisioners.base import RemoteProvisionerBase
 from .provisioners.local import LocalKernelProvisioner
 from .provisioners.ssh import SSHProvisioner
@@ -515,6 +516,9 @@ class KernelyardApp(ServerApp):
                 self.log.info("Leaving %d remote kernel(s) running for the next gateway "
                               "process to re-adopt", len(kept))
         await super().cleanup_kernels()
+        registry = getattr(self.kernel_manager, "backends", None)
+        if isinstance(registry, BackendRegistry):  # every ssh connection, every HTTP client
+            await registry.teardown()
         await StoreFactory.instance().close()
         self.audit.close()
 

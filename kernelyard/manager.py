@@ -54,6 +54,7 @@ from .errors import (
     Unauthorized,
 )
 from .kernel import GatewayKernelManager
+from .provisioners.backend import BackendRegistry
 from .quotas import QuotaGate
 from .store import KernelRecord, StoreFactory
 
@@ -186,6 +187,9 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         self._claimed: set[str] = set()  # ids of starts in flight
         # Called with a kernel's id once it is removed (shut down, culled): its sessions go.
         self.kernel_removed_listeners: list[Callable[[str], None]] = []
+        # The backend objects of this gateway's kernels (their provisioners find it up
+        # their parent chain); KernelyardApp tears them down when it stops.
+        self.backends = BackendRegistry(self.log)
 
     def configure_policy(self, rules: LaunchRules, quotas: policy.QuotaPolicy,
                          audit: AuditLog) -> None:

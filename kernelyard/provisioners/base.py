@@ -8,19 +8,21 @@ Who calls what:
   from its store after a restart).
 - This base calls the backend hooks:
 
-  ``submit(argv, env, secrets)``  once per start; an async generator that yields
+  ``submit(argv, env, secrets)``  once per start (a provisioner method: it has the
+      kernel); an async generator that yields
       JSON-able checkpoints (host, pid, job id). Each is merged into ``state`` and
       persisted before the next step, so a crash mid-start can still be cleaned
       up. ``secrets`` (key, token, callback_url) must travel only over the
       backend's protected channel (ssh stdin, the resource manager's env API).
-  ``status(states)``  about every ``poll_interval``, for ALL kernels of the
-      backend in one call (one ssh command per host, one squeue, one YARN query);
-      returns a ``BackendStatus`` per state, in order.
-  ``cancel(state)``  to stop a kernel; idempotent, works from persisted state
-      alone (after a gateway restart).
-  ``release(state)``  optional: free staging dirs once the kernel is gone.
   ``signal(state, signum)``  optional native signal; return False to fall back
       to the launcher's signed control endpoint.
+
+- What is shared between kernels lives in the provisioner's backend object
+  (``kernelyard.provisioners.backend``), chosen by ``backend_class`` and
+  ``backend_config()``: ``status(states)`` about every ``poll_interval`` for ALL
+  its kernels in one call, ``cancel(state)`` (idempotent, from persisted state
+  alone), ``release(state)``. The provisioner's ``status``/``cancel``/``release``
+  hand over to it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import secrets as secrets_mod
 import signal as signals
 import time
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
@@ -45,6 +47,7 @@ from ..errors import KernelStartFailed
 from ..policy import is_gateway_secret
 from ..store import StoreFactory
 from ..store.base import KernelRecord
+from .backend import Backend, BackendConfig, BackendRegistry, registry_for
 from .status import BackendStatus, StatusPoller
 
 KERNEL_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
@@ -99,12 +102,15 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         "secrets never pass.",
     )
 
+    backend_class: ClassVar[type[Backend]] = Backend
+
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.state: dict[str, Any] = {}
         self.connection_info: KernelConnectionInfo = {}
         self._exit_code: int | None = None
         self._curve: dict[str, str] = {}
+        self._private_backends: BackendRegistry | None = None
 
     # ---- backend hooks ---------------------------------------------------------
 
@@ -113,18 +119,43 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     ) -> AsyncIterator[dict[str, Any]]:
         raise NotImplementedError
 
+    def backend_config(self) -> BackendConfig:
+        """The settings of this kernelspec that make its backend object (the registry key)."""
+        return BackendConfig(poll_interval=self.poll_interval)
+
     async def status(self, states: list[dict[str, Any]]) -> list[BackendStatus]:
-        raise NotImplementedError
+        """The backend object's batched status (of any kernels sharing it)."""
+        return await self.backend.status(states)
 
     async def cancel(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        await self.backend.cancel(state)
 
     async def release(self, state: dict[str, Any]) -> None:
-        """Free what the kernel left on the backend (optional)."""
+        await self.backend.release(state)
 
     async def signal(self, state: dict[str, Any], signum: int) -> bool:
         """Deliver a signal natively; False means 'use the launcher' (the default)."""
         return False
+
+    async def before_shutdown_request(self, restart: bool = False) -> None:
+        """Called by the kernel manager before it asks the kernel to shut down (no-op)."""
+
+    # ---- the backend object ----------------------------------------------------------
+
+    @property
+    def backends(self) -> BackendRegistry:
+        """The gateway's registry (up the parent chain), else a private one."""
+        registry = registry_for(self)
+        if registry is None:
+            if self._private_backends is None:
+                self._private_backends = BackendRegistry(self.log)
+            registry = self._private_backends
+        return registry
+
+    @property
+    def backend(self) -> Backend:
+        """This kernelspec's backend object, shared with kernelspecs of the same config."""
+        return self.backends.backend_for(self)
 
     # ---- whom kernels run as --------------------------------------------------------
 
@@ -155,9 +186,11 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     @property
     def poller(self) -> StatusPoller:
-        return StatusPoller.for_backend(type(self), self.poll_interval)
+        """The status poller of this kernel's backend object."""
+        return self.backend.poller
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        await self.backends.acquire(self)
         km = self.km
         km.session.key = secrets_mod.token_hex(32).encode()
         client_env = self._remote_env(kwargs.get("env") or {})
@@ -234,6 +267,9 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             await self._store().delete(self.kernel_id)
         self.state = {}
         self.connection_info = {}
+        if not restart and self._private_backends is not None:
+            await self._private_backends.teardown()
+            self._private_backends = None
 
     def log_tail(self) -> str:
         """What the backend last said about the kernel (its log tail, once it ended)."""
@@ -250,6 +286,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
         await super().load_provisioner_info(provisioner_info)
+        await self.backends.acquire(self)
         self.state = dict(provisioner_info.get("state") or {})
         self.connection_info = cast(KernelConnectionInfo,
                                     dict(provisioner_info.get("connection_info") or {}))
@@ -312,6 +349,10 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     def _store(self) -> Any:
         return StoreFactory.instance().store
+
+    def launch_timeout_for(self, env: dict[str, str]) -> float:
+        """Seconds a start with this env may take until the callback (and until ready)."""
+        return self._launch_timeout(env)
 
     def _launch_timeout(self, env: dict[str, str]) -> float:
         timeout = float(self.launch_timeout)

@@ -6,7 +6,8 @@ kernel, which inherits the driver's py4j gateway and creates the SparkSession in
 the driver's JVM. The secrets travel in a 0600 file that spark-submit ships
 into the application's private staging dir (``--files``), never on a command
 line. Each application is tagged with the kernel id and the gateway's instance
-tag, so ONE ResourceManager query per poll interval finds all of them.
+tag, so ONE ResourceManager query per poll interval finds all of them (the
+backend object, ``kernelyard.provisioners.yarn_backend``).
 """
 
 from __future__ import annotations
@@ -21,26 +22,24 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from importlib.resources import as_file, files
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
 from ..errors import BackendUnavailable, ConfigError, InvalidRequest, KernelStartFailed
 from ..policy import DEFAULT_SECRET_ENVS, check_kernel_id, scrub_secrets
+from .backend import Backend
 from .base import RemoteProvisionerBase, launcher_args
 from .spark_request import SparkLimits, SparkResources, resources_for
-from .status import EXITED, PENDING, RUNNING, BackendStatus
-from .yarn_rm import ResourceManager, YarnApp, rm_urls_from_hadoop_conf
+from .yarn_backend import YarnBackend, YarnConfig, last_lines
+from .yarn_rm import ResourceManager
 
 SECRETS_NAME = "kernelyard-secrets.json"
 _APP_ID = re.compile(r"\b(application_\d+_\d+)\b")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-# An app that is not listed this long after submit is taken as never submitted.
-NOT_LISTED_GRACE_MS = 120_000
-ClusterKey = tuple[tuple[str, ...], str]  # (the RMs' URLs, the instance tag)
 
 
 class YarnProvisioner(RemoteProvisionerBase):
@@ -114,8 +113,7 @@ class YarnProvisioner(RemoteProvisionerBase):
         help="Extra environment variables for spark-submit on the gateway host.",
     )
 
-    _clients: dict[tuple[str, ...], ResourceManager] = {}
-    _log_tails: dict[str, str] = {}
+    backend_class: ClassVar[type[Backend]] = YarnBackend
 
     def kernels_share_account(self) -> bool:
         """With ``impersonate`` (the default) each application runs as its owner
@@ -154,15 +152,22 @@ class YarnProvisioner(RemoteProvisionerBase):
         digest = hashlib.sha256(StoreFactory.instance().url.encode()).hexdigest()[:12]
         return f"kernelyard-{digest}"
 
+    def backend_config(self) -> YarnConfig:
+        return YarnConfig(
+            poll_interval=self.poll_interval, rm_urls=tuple(self.rm_urls),
+            hadoop_conf_dir=self.hadoop_conf_dir, rm_auth=self.rm_auth,
+            rm_timeout=self.rm_timeout, instance_tag=self.instance_tag)
+
+    @property
+    def yarn(self) -> YarnBackend:
+        """This kernelspec's YARN backend object."""
+        backend = self.backend
+        assert isinstance(backend, YarnBackend)
+        return backend
+
     def rm_for(self, state: dict[str, Any] | None = None) -> ResourceManager:
         """The RM client of a kernel's cluster (from its state), or of this kernelspec."""
-        urls = tuple((state or {}).get("rm_urls") or ()) or tuple(self.rm_urls) or tuple(
-            rm_urls_from_hadoop_conf(self._conf_dir()))
-        client = self._clients.get(urls)
-        if client is None:
-            auth = _spnego_header if self.rm_auth == "kerberos" else None
-            client = self._clients[urls] = ResourceManager(urls, self.rm_timeout, auth)
-        return client
+        return self.yarn.rm_for(state)
 
     # ---- hooks ---------------------------------------------------------------------
 
@@ -196,24 +201,6 @@ class YarnProvisioner(RemoteProvisionerBase):
         if found:
             yield {"app_id": found.group(1)}
 
-    async def status(self, states: list[dict[str, Any]]) -> list[BackendStatus]:
-        """One RM query per cluster and instance tag (normally one) for all kernels."""
-        listed = await self._list_apps(states)
-        found = [_app_of(s, listed.get(_cluster_key(s), [])) for s in states]
-        statuses = [self._status_of(s, app) for s, app in zip(states, found, strict=True)]
-        ended = {app.id: (state, app) for state, app, status in zip(states, found, statuses,
-                                                                    strict=True)
-                 if app is not None and status.ended and app.id not in self._log_tails}
-        tails = await asyncio.gather(*(self._driver_logs(state, app)
-                                       for state, app in ended.values()))
-        self._log_tails.update(zip(ended, tails, strict=True))
-        return [_with_tail(status, self._log_tails.get(app.id, "") if app else "")
-                for status, app in zip(statuses, found, strict=True)]
-
-    async def cancel(self, state: dict[str, Any]) -> None:
-        """Kill every active application of this kernel (found by its tag)."""
-        await self._kill_apps(state, lambda app: app.active)
-
     async def before_shutdown_request(self, restart: bool = False) -> None:
         """Kill an application that is still waiting for its SparkContext.
 
@@ -225,40 +212,8 @@ class YarnProvisioner(RemoteProvisionerBase):
         and ends KILLED.
         """
         with contextlib.suppress(BackendUnavailable):  # then the kernel just stops
-            await self._kill_apps(self.state, lambda app: app.active and app.state != "RUNNING")
-
-    async def _kill_apps(self, state: dict[str, Any], which: Callable[[YarnApp], bool]) -> None:
-        if not state.get("tag"):
-            return
-        rm = self.rm_for(state)
-        for app in await rm.apps(state["tag"], _since(state)):
-            if which(app):
-                self.log.info("Kernel %s: killing YARN application %s (%s)",
-                              self.kernel_id, app.id, app.state)
-                await rm.kill(app.id)
-
-    async def _driver_logs(self, state: dict[str, Any], app: YarnApp) -> str:
-        """The ends of the driver's stdout (the launcher's and kernel's lines) and stderr."""
-        rm = self.rm_for(state)
-        parts = []
-        for name in ("stdout", "stderr"):
-            text = _last_lines(await rm.driver_log_tail(app, name), 15)
-            if text:
-                parts.append(f"last lines of the driver's {name}:\n{text}")
-        return "\n".join(parts)
-
-    async def release(self, state: dict[str, Any]) -> None:
-        self._log_tails.pop(state.get("app_id", ""), None)
-
-    async def _list_apps(self, states: list[dict[str, Any]]) -> dict[ClusterKey, list[YarnApp]]:
-        oldest: dict[ClusterKey, int] = {}
-        for state in states:
-            if state.get("instance_tag"):
-                key = _cluster_key(state)
-                oldest[key] = min(oldest.get(key, _since(state)), _since(state))
-        lists = await asyncio.gather(*(self.rm_for({"rm_urls": key[0]}).apps(key[1], since)
-                                       for key, since in oldest.items()))
-        return dict(zip(oldest, lists, strict=True))
+            await self.yarn.kill_apps(self.state,
+                                      lambda app: app.active and app.state != "RUNNING")
 
     # ---- submit ----------------------------------------------------------------------
 
@@ -315,7 +270,7 @@ class YarnProvisioner(RemoteProvisionerBase):
         if proc.returncode != 0:
             raise KernelStartFailed(
                 f"spark-submit failed (exit {proc.returncode}) for kernelspec "
-                f"'{self.km.kernel_name}':\n{_last_lines(text, 25)}")
+                f"'{self.km.kernel_name}':\n{last_lines(text, 25)}")
         return text
 
     async def _check_queue(self, rm: ResourceManager, queue: str) -> None:
@@ -346,65 +301,3 @@ class YarnProvisioner(RemoteProvisionerBase):
 
     def _kernel_tag(self) -> str:
         return f"kernelyard-kernel-{check_kernel_id(self.kernel_id)}"
-
-    def _conf_dir(self) -> str:
-        if not self.hadoop_conf_dir:
-            raise ConfigError("set YarnProvisioner.rm_urls or HADOOP_CONF_DIR "
-                              "(YarnProvisioner.hadoop_conf_dir)")
-        return self.hadoop_conf_dir
-
-    # ---- status ----------------------------------------------------------------------
-
-    def _status_of(self, state: dict[str, Any], app: YarnApp | None) -> BackendStatus:
-        if app is None:
-            age = time.time() * 1000 - int(state.get("submitted_ms", 0))
-            if "app_id" not in state or age < NOT_LISTED_GRACE_MS:
-                return BackendStatus(PENDING, reason="submitting to YARN")
-            return BackendStatus(EXITED, exit_code=1, reason=(
-                f"YARN application {state['app_id']} is unknown to the ResourceManager"))
-        if app.state == "RUNNING":
-            return BackendStatus(RUNNING, app.am_host)
-        if app.active:
-            detail = f": {app.diagnostics}" if app.diagnostics else ""
-            return BackendStatus(PENDING, app.am_host,
-                                 reason=f"YARN application {app.id} {app.state} in queue "
-                                 f"{app.queue}{detail}")
-        code = 0 if app.final_status == "SUCCEEDED" else (-9 if app.state == "KILLED" else 1)
-        reason = f"YARN application {app.id} {app.state} ({app.final_status})"
-        if app.diagnostics:
-            reason += f": {app.diagnostics}"
-        return BackendStatus(EXITED, app.am_host, exit_code=code, reason=reason)
-
-
-def _with_tail(status: BackendStatus, tail: str) -> BackendStatus:
-    if not tail or not status.ended:
-        return status
-    return BackendStatus(status.phase, status.host, status.exit_code, f"{status.reason}\n{tail}")
-
-
-def _cluster_key(state: dict[str, Any]) -> ClusterKey:
-    return (tuple(state.get("rm_urls") or ()), state.get("instance_tag", ""))
-
-
-def _since(state: dict[str, Any]) -> int:
-    """The startedTimeBegin that still finds the kernel's application (clock skew allowed)."""
-    return max(int(state.get("submitted_ms", 0)) - 60_000, 0)
-
-
-def _app_of(state: dict[str, Any], apps: list[YarnApp]) -> YarnApp | None:
-    """This kernel's current application: by id once known, else the newest with its tag."""
-    if state.get("app_id"):
-        return next((a for a in apps if a.id == state["app_id"]), None)
-    mine = [a for a in apps if state.get("tag") in a.tags
-            and a.started_ms >= int(state.get("submitted_ms", 0)) - 60_000]
-    return max(mine, key=lambda a: a.started_ms, default=None)
-
-
-def _last_lines(text: str, count: int) -> str:
-    return "\n".join(text.rstrip().splitlines()[-count:])
-
-
-def _spnego_header(host: str) -> str:
-    from ..auth.spnego import negotiate_header
-
-    return negotiate_header(host)

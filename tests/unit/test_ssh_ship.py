@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncssh
 
-from kernelyard.provisioners.ssh import SSHProvisioner, launcher_source
+from kernelyard.provisioners.ssh_backend import SSHBackend, SSHConfig, launcher_source
 
 
 class FakeSFTP:
@@ -78,13 +78,15 @@ class FakeConn:
         return FakeSFTP(self.files, self.before_rename)
 
 
-def _provisioner(remote_dir: str = "ky") -> SSHProvisioner:
-    return SSHProvisioner(kernel_id=str(uuid.uuid4()), kernel_spec=None, remote_dir=remote_dir)
+def _backend(remote_dir: str = "ky") -> SSHBackend:
+    """The backend object the kernelspecs of one SSH configuration share."""
+    return SSHBackend(SSHConfig(remote_dir=remote_dir))
 
 
 def _ship(conn: FakeConn, host: str, n: int) -> list[Any]:
     async def all_at_once() -> list[Any]:
-        return await asyncio.gather(*(_provisioner()._ship_launcher(conn, host)
+        backend = _backend()
+        return await asyncio.gather(*(backend.ship_launcher(conn, host)
                                       for _ in range(n)), return_exceptions=True)
 
     return asyncio.run(all_at_once())
@@ -128,7 +130,7 @@ def test_each_remote_dir_of_a_host_gets_the_launcher() -> None:
     conn, host = FakeConn(), f"host-{uuid.uuid4()}"
 
     async def one_then_the_other() -> list[str]:
-        return [await _provisioner(d)._ship_launcher(conn, host) for d in ("a", "b")]
+        return [await _backend(d).ship_launcher(conn, host) for d in ("a", "b")]
 
     paths = asyncio.run(one_then_the_other())
     assert [p.split("/")[0] for p in paths] == ["a", "b"]
