@@ -67,10 +67,10 @@ class KernelyardApp(ServerApp):
         kernelyard serve --KernelyardApp.authenticators=api-token --ip 0.0.0.0
         kernelyard generate-config
     """
-    subcommands: dict[str, Any] = {}
+    subcommands = Dict()  # traits, as in ServerApp: each app has its own tables
     default_services = ()  # type: ignore[assignment]  # every route is kernelyard's own
 
-    aliases = {
+    aliases = Dict({
         "ip": "KernelyardApp.ip",
         "port": "KernelyardApp.port",
         "port-retries": "KernelyardApp.port_retries",
@@ -82,14 +82,14 @@ class KernelyardApp(ServerApp):
         "client-ca": "KernelyardApp.client_ca",
         "max-kernels": "GatewayMappingKernelManager.max_kernels",
         "log-level": "KernelyardApp.log_level",
-    }
-    flags = {
+    })
+    flags = Dict({
         "debug": ({"Application": {"log_level": 10}}, "Log at debug level."),
         "allow-unauthenticated": (
             {"KernelyardApp": {"allow_unauthenticated": True}},
             "Serve without authentication on a non-loopback address (unsafe).",
         ),
-    }
+    })
 
     auth_token = Unicode(
         config=True,

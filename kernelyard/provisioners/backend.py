@@ -81,9 +81,6 @@ class BackendRegistry:
         self._backends: dict[tuple[type[Backend], BackendConfig], Backend] = {}
         self._set_up: dict[Backend, asyncio.Future[None]] = {}
 
-    def __len__(self) -> int:
-        return len(self._backends)
-
     def backend_for(self, provisioner: HasBackend) -> Backend:
         """The object for this provisioner's config, made on first use (not yet set up)."""
         key = (provisioner.backend_class, provisioner.backend_config())

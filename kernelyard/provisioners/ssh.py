@@ -1,6 +1,7 @@
 """``kernelyard-ssh``: kernels on a pool of SSH hosts.
 
-The launcher file is copied to each host once (by SFTP, keyed by its hash), so
+The launcher file is installed on each host once (its source on the stdin of a
+small install script, keyed by its hash; ``ssh_backend.SSHBackend.ship_launcher``), so
 hosts need only a Python 3.8+. Secrets and the client's env go over the ssh
 session's stdin; every command line is built from settings and validated ids
 and quoted with ``shlex.quote``. Known-hosts checking is on by default.
@@ -27,7 +28,8 @@ from ..errors import InvalidRequest, KernelStartFailed
 from ..policy import check_kernel_id, is_valid_username
 from ..usermap import RunAsRefused
 from .backend import Backend
-from .base import RemoteProvisionerBase, launcher_args
+from .base import RemoteProvisionerBase
+from .launcher_link import launcher_args
 from .ssh_backend import SSHBackend, SSHConfig, SSHHostError, launcher_source
 
 __all__ = ["SSHHostError", "SSHProvisioner", "launcher_source"]

@@ -3,7 +3,8 @@
 One ``SSHBackend`` exists per connection configuration (``SSHConfig``: hosts, port,
 login user, keys, known_hosts checking, remote python and dir, user mode), shared
 by the kernelspecs that have it. Every remote command line is built from settings
-and validated ids and quoted with ``shlex.quote``; secrets travel only on stdin.
+and validated ids and quoted with ``shlex.quote``; the launcher and the secrets
+travel only on stdin (``command.Delivery.STDIN``).
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import json
 import os
 import shlex
 import time
-import uuid
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import Any, ClassVar
 
 from ..errors import KernelStartFailed
 from ..policy import check_kernel_id, is_valid_username
 from .backend import Backend, BackendConfig
+from .command import launcher_source
 from .ssh_scripts import (
     CANCEL_SCRIPT,
     ENTER_HOME,
@@ -30,10 +30,6 @@ from .ssh_scripts import (
     STATUS_SCRIPT,
 )
 from .status import EXITED, PENDING, RUNNING, BackendStatus
-
-
-def launcher_source() -> bytes:
-    return files("kernelyard").joinpath("launcher.py").read_bytes()
 
 
 class SSHHostError(KernelStartFailed):
@@ -205,10 +201,11 @@ class SSHBackend(Backend):
     # ---- the launcher ----------------------------------------------------------------
 
     async def ship_launcher(self, conn: Any, host: str, user: str = "") -> str:
-        """The launcher's path on the host, copied there first if it is not yet.
+        """The launcher's path on the host, installed there first if it is not yet.
 
-        Starts on one host (and login) ship one at a time: the others wait, then
-        find it shipped.
+        One path for every user mode: the source goes on the stdin of ``INSTALL_SCRIPT``,
+        run as the login user (as the owner, through sudo, in sudo mode). Starts on one
+        host (and login) ship one at a time: the others wait, then find it shipped.
         """
         source = launcher_source()
         digest = hashlib.sha256(source).hexdigest()[:16]
@@ -216,56 +213,20 @@ class SSHBackend(Backend):
         shipped = (f"{host}:{self.login(user)[0]}:{user}", path)
         async with self._ship_locks.setdefault(shipped, asyncio.Lock()):
             if shipped not in self._shipped:
-                if self.sudo(user):
-                    await self._install_as(conn, host, user, path, source, digest)
-                else:
-                    await self._copy_launcher(conn, path, source)
+                await self._install(conn, host, user, path, source, digest)
                 self._shipped.add(shipped)
         return path
 
-    async def _install_as(self, conn: Any, host: str, user: str, path: str, source: bytes,
-                          digest: str) -> None:
-        """Sudo mode: the owner's Python writes the launcher (it replaces atomically)."""
+    async def _install(self, conn: Any, host: str, user: str, path: str, source: bytes,
+                       digest: str) -> None:
         args = self.as_user(user, [self.config.remote_python, "-c", INSTALL_SCRIPT, path,
                                    digest])
         result = await conn.run(shlex.join(args), input=source, encoding=None,
                                 timeout=self.config.connect_timeout + 20)
         if result.exit_status != 0:
-            raise SSHHostError(f"cannot install the launcher for {user!r} on host {host}: "
+            who = f" for {user!r}" if user else ""
+            raise SSHHostError(f"cannot install the launcher{who} on host {host}: "
                                f"{(result.stderr or b'').decode(errors='replace')[-500:]}")
-
-    async def _copy_launcher(self, conn: Any, path: str, source: bytes) -> None:
-        """By SFTP, through a temporary file renamed into place.
-
-        SFTP's rename does not replace a file: if another process (a second gateway)
-        put the launcher there first, its copy is kept when it is the same.
-        """
-        import asyncssh
-
-        async with conn.start_sftp_client() as sftp:
-            await sftp.makedirs(self.config.remote_dir, exist_ok=True)
-            if await sftp.exists(path):
-                return
-            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            async with sftp.open(tmp, "wb") as f:
-                await f.write(source)
-            try:
-                await sftp.rename(tmp, path)
-            except asyncssh.SFTPError:
-                await sftp.remove(tmp)
-                if not await _same_file(sftp, path, source):
-                    raise
-
-
-async def _same_file(sftp: Any, path: str, content: bytes) -> bool:
-    """Whether the remote file at ``path`` holds ``content``."""
-    import asyncssh
-
-    try:
-        async with sftp.open(path, "rb") as f:
-            return bool(await f.read() == content)
-    except asyncssh.SFTPError:
-        return False
 
 
 def _kernel_id_of(run_dir: str) -> str:

@@ -12,18 +12,14 @@ backend object, ``kernelyard.provisioners.yarn_backend``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
-import json
 import os
 import re
-import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from importlib.resources import as_file, files
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,8 +27,11 @@ from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
 from ..errors import BackendUnavailable, ConfigError, InvalidRequest, KernelStartFailed
 from ..policy import DEFAULT_SECRET_ENVS, check_kernel_id, scrub_secrets
+from . import command
 from .backend import Backend
-from .base import RemoteProvisionerBase, launcher_args
+from .base import RemoteProvisionerBase
+from .command import launcher_file, write_secrets_file
+from .launcher_link import launcher_args
 from .spark_request import SparkLimits, SparkResources, resources_for
 from .yarn_backend import YarnBackend, YarnConfig, last_lines
 from .yarn_rm import ResourceManager
@@ -185,15 +184,13 @@ class YarnProvisioner(RemoteProvisionerBase):
         await self._check_queue(rm, resources.queue)
         yield {"tag": self._kernel_tag(), "instance_tag": self.instance_tag, "rm_urls": rm.urls,
                "submitted_ms": int(time.time() * 1000), "queue": resources.queue, "user": user}
+        # Delivery.FILE (the secrets, 0600, by --files) and Delivery.PRIMARY_RESOURCE.
         with tempfile.TemporaryDirectory(prefix="kernelyard-submit-") as tmp:
-            secrets_file = Path(tmp, SECRETS_NAME)
-            fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump({**secrets, "env": env}, f)
-            with as_file(files("kernelyard").joinpath("launcher.py")) as launcher:
+            secrets_file = write_secrets_file(tmp, SECRETS_NAME, secrets, env)
+            with launcher_file() as launcher:
                 cmd = self._submit_argv(resources, user, secrets_file, launcher, argv)
                 began = time.time()
-                output = await self._run_submit(cmd, tmp)
+                output = await self._run_submit(cmd, tmp, secrets.values())
         found = _APP_ID.search(output)
         self.log.info("Kernel %s: spark-submit took %.2f s (at %.3f): YARN application %s",
                       self.kernel_id, time.time() - began, time.time(),
@@ -244,7 +241,7 @@ class YarnProvisioner(RemoteProvisionerBase):
             "spark.hadoop.yarn.resourcemanager.connect.max-wait.ms": "20000",
         }
 
-    async def _run_submit(self, cmd: list[str], cwd: str) -> str:
+    async def _run_submit(self, cmd: list[str], cwd: str, secrets: Iterable[str]) -> str:
         env = {**scrub_secrets(os.environ, DEFAULT_SECRET_ENVS), **self.submit_env}
         env["SPARK_HOME"] = self.spark_home
         if self.hadoop_conf_dir:
@@ -252,26 +249,18 @@ class YarnProvisioner(RemoteProvisionerBase):
         if self.java_home:
             env["JAVA_HOME"] = self.java_home
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True)
+            result = await command.run(cmd, env=env, cwd=cwd, timeout=self.submit_timeout,
+                                       merge_stderr=True, secrets=list(secrets))
         except OSError as e:
             raise ConfigError(f"cannot run spark-submit ({cmd[0]}): {e.strerror}; set "
                               "YarnProvisioner.spark_home") from None
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), self.submit_timeout)
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-            raise
-        text = out.decode(errors="replace")
-        if proc.returncode != 0:
+        except command.CommandTimeout as e:
+            raise KernelStartFailed(f"{e} (YarnProvisioner.submit_timeout)") from None
+        if result.returncode != 0:
             raise KernelStartFailed(
-                f"spark-submit failed (exit {proc.returncode}) for kernelspec "
-                f"'{self.km.kernel_name}':\n{last_lines(text, 25)}")
-        return text
+                f"spark-submit failed (exit {result.returncode}) for kernelspec "
+                f"'{self.km.kernel_name}':\n{last_lines(result.text, 25)}")
+        return result.text
 
     async def _check_queue(self, rm: ResourceManager, queue: str) -> None:
         queues = await rm.leaf_queues()
