@@ -34,7 +34,9 @@ from typing import Any
 
 from jupyter_client.provisioning import KernelProvisionerFactory
 
+from .errors import ConfigError
 from .provisioners.hooks import hooks_of
+from .provisioners.resource_settings import ResourceSettings
 
 SHARED_TOKEN = "token"  # noqa: S105 - the shared-token authenticator's name
 ALLOW_SHARED = "KernelyardApp.allow_shared_kernel_account = True"
@@ -51,6 +53,7 @@ class SpecAccount:
     provisioner: str
     shares_account: bool
     run_as_setting: str = ""  # the setting that runs them as their owner ('' if none)
+    config_error: str = ""  # a malformed setting of its provisioner (resource_limits)
 
     def describe(self) -> str:
         return f"kernelspec {self.name!r} ({self.provisioner})"
@@ -73,6 +76,8 @@ def plan_checks(accounts: Sequence[SpecAccount], *, per_user: Sequence[str], aut
     """The startup errors and warnings for these kernelspecs and authenticators."""
     result = CheckResult()
     result.errors += [f"Refusing to start: {why}" for why in refused_kernelspecs.values()]
+    result.errors += [f"Refusing to start: {a.describe()}: {a.config_error}"
+                      for a in accounts if a.config_error]
     shared = [a for a in accounts if a.shares_account]
     if per_user and shared:
         what = (f"the authenticators {', '.join(per_user)} sign users in one by one, but "
@@ -152,7 +157,19 @@ def _account_of(app: Any, factory: Any, name: str, spec: Any, provisioner_name: 
         return SpecAccount(name, provisioner_name, True)
     hooks = hooks_of(provisioner)  # a provisioner that does not say: assume the worst
     return SpecAccount(name, provisioner_name, shares_account=hooks.kernels_share_account(),
-                       run_as_setting=hooks.run_as_owner_setting())
+                       run_as_setting=hooks.run_as_owner_setting(),
+                       config_error=_limits_error(provisioner, name))
+
+
+def _limits_error(provisioner: Any, name: str) -> str:
+    """The ``ConfigError`` of a kernelspec's resource limits ('' if they are well-formed)."""
+    if not isinstance(provisioner, ResourceSettings):
+        return ""
+    try:
+        provisioner.kernelspec_limits(name)
+    except ConfigError as e:
+        return e.message
+    return ""
 
 
 def make_undumpable() -> bool:

@@ -14,44 +14,34 @@ class Starting(KernelTable):
     """jupyter_server's start, under a deadline, and a failed or cancelled one leaves nothing."""
 
     async def _start_within(self, deadline: float | None, **start: Any) -> str:
-        """``start_kernel`` that ends, leaving nothing, at ``deadline`` seconds or when the
-        request is cancelled (the client closed its connection)."""
-        kernel_id, loop = start["kernel_id"], asyncio.get_running_loop()
+        """``start_kernel``, ended at ``deadline`` seconds (``StartDeadlineExceeded``).
+
+        The start is cancelled at the deadline, as when the request is cancelled (the
+        client closed its connection); either way ``_start_or_clean_up`` frees what it
+        made, so nothing is left when this returns or raises.
+        """
+        loop = asyncio.get_running_loop()
         began = loop.time()
         try:
             return await asyncio.wait_for(self.start_kernel(**start), deadline)
         except asyncio.TimeoutError:
             if deadline is None or loop.time() - began < deadline:
                 raise
-            await self._discard_start(kernel_id)
             raise StartDeadlineExceeded(
                 f"Kernel '{start['kernel_name']}' was not ready within the client's "
                 f"{start_options.LAUNCH_TIMEOUT} of {deadline:g} s; the start was cancelled "
                 "and cleaned up") from None
-        except asyncio.CancelledError:
-            self.log.info("Kernel %s: start cancelled; cleaning up", kernel_id)
-            await self._discard_start(kernel_id)
-            raise
-
-    async def _discard_start(self, kernel_id: str) -> None:
-        """Leave nothing of a start that was cut short: the kernel manager killed what it
-        launched (``GatewayKernelManager.start_kernel``) and ``_start_or_clean_up`` dropped
-        the pending entry; here the kernel goes if it had got as far as the table."""
-        self._pending_kernels.pop(kernel_id, None)
-        if kernel_id in self._kernels:
-            try:
-                await self.shutdown_kernel(kernel_id, now=True)
-            except Exception as e:
-                self.log.warning("Kernel %s: a cancelled start could not be shut down: %s",
-                                 kernel_id, e)
 
     def pre_start_kernel(self, kernel_name: str | None, kwargs: Any) -> tuple[Any, str, str]:
-        """jupyter_client's, and the new kernel manager gets its ``owner`` right away."""
+        """jupyter_client's, and the new kernel manager gets its ``owner`` and launch
+        ``plan`` right away (a backend reads ``plan.resources``)."""
         owner = kwargs.pop("owner", "")
+        plan = kwargs.pop("plan", None)
         km: Any
         km, name, kernel_id = super().pre_start_kernel(kernel_name, kwargs)
         km.owner = owner
-        self._starting[kernel_id] = km  # for _forget_failed_start
+        km.plan = plan
+        self._starting[kernel_id] = km  # for _clean_up_failed_start
         return km, name, kernel_id
 
     async def start_kernel(  # type: ignore[override]
@@ -100,7 +90,7 @@ class Starting(KernelTable):
             self._kernels[kid].execution_state = "idle"
             return kid
         except BaseException as e:
-            await self._forget_failed_start(kernel_id, e)
+            await self._clean_up_failed_start(kernel_id, e)
             if isinstance(e, KernelyardError) or not isinstance(e, Exception):
                 raise
             self.log.error("Kernel %s (%s) failed to start", kernel_id, name, exc_info=e)
@@ -109,20 +99,29 @@ class Starting(KernelTable):
         finally:
             self._starting.pop(kernel_id, None)
 
-    async def _forget_failed_start(self, kernel_id: str, error: BaseException) -> None:
-        """Free what a failed start made, and drop it from jupyter_client's tables.
+    async def _clean_up_failed_start(self, kernel_id: str, error: BaseException) -> None:
+        """The one cleanup of a start that did not finish, whatever ended it.
 
-        jupyter_client keeps a failed start in its pending table forever. The paths
-        that raise ``KernelStartFailed`` after launching free the kernel themselves;
-        any other failure (or one before the launch, with the connection file
-        written) is freed here: the process group killed, files and ports released.
+        A cancellation (the client left, or its ``KERNEL_LAUNCH_TIMEOUT`` passed) or
+        an unexpected error: the kernel's process group is killed and its files,
+        ports and provisioner resources freed, once, wherever the start was cut
+        (``GatewayKernelManager._discard_failed_launch``). A ``KernelStartFailed``
+        the kernel manager raised was freed by it already (its start and its
+        restarts fail the same way), unless it failed with its connection file
+        still written. The kernel also leaves jupyter_client's tables: the pending
+        one (which keeps a failed start forever; a stale entry breaks
+        ``shutdown_all``, so the gateway would no longer exit on SIGTERM) and, if it
+        had answered before the start was cut, the kernels table.
         """
         self._pending_kernels.pop(kernel_id, None)
         km: Any = self._starting.get(kernel_id)
         if km is None:
             return
+        if isinstance(error, asyncio.CancelledError):
+            self.log.info("Kernel %s: start cancelled; cleaning up", kernel_id)
         if self._kernels.get(kernel_id) is km:
             self._kernels.pop(kernel_id, None)
+            self._kernel_connections.pop(kernel_id, None)
         if isinstance(error, KernelStartFailed) and not km._connection_file_written:
             return
         try:

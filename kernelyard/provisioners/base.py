@@ -1,21 +1,16 @@
-"""The shared lifecycle of every remote kernel; backends implement a few hooks.
+"""The shared lifecycle of every remote kernel (jupyter_client's provisioner interface).
 
-jupyter_client's ``KernelManager`` calls ``pre_launch``, ``launch_kernel``, ``poll``,
-``send_signal``, ``terminate``/``kill``, ``cleanup`` and ``get/load_provisioner_info``
-(the latter when kernelyard re-adopts kernels from its store after a restart). This
-base calls, per kernel, ``submit(argv, env, secrets)``: an async generator yielding
-JSON-able checkpoints (host, pid, job id), each merged into ``state`` and persisted
-before the next step, so a crash mid-start can still be cleaned up; ``secrets`` travel
-only by a declared ``command.Delivery``. ``signal(state, signum)`` is an optional
-native signal (False: the launcher's signed control endpoint). What kernels share
-lives in the backend object (``backend.Backend``) that ``backend_class`` and
-``backend_config()`` pick: batched ``status(states)`` every ``poll_interval``,
-``cancel(state)`` (idempotent, from persisted state alone), ``release(state)``.
+A backend writes ``submit(argv, env, secrets)`` here (per kernel: JSON-able checkpoints,
+each persisted before the next step; secrets only by a declared ``command.Delivery``)
+and a backend object (``backend.Backend``, picked by ``backend_class`` and
+``backend_config()``) for what kernels share: batched ``status``, ``cancel``,
+``release``. The contract: docs/writing-a-backend.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets as secrets_mod
 import signal as signals
 import time
@@ -29,15 +24,16 @@ from traitlets import Bool, Float, List, Unicode
 from ..callbacks import CallbackRegistry
 from ..errors import KernelStartFailed
 from ..store import StoreFactory
-from ..store.base import KernelRecord
+from . import start_steps as steps
 from .backend import Backend, BackendConfig, BackendRegistry, registry_for
 from .hooks import ProvisionerHooks
 from .launcher_link import connection_info, control, launcher_state
-from .start_steps import await_callback, curve_keypair, kernel_argv, launch_timeout, remote_env
+from .resource_settings import ResourceSettings
 from .status import BackendStatus, StatusPoller
 
 
-class RemoteProvisionerBase(ProvisionerHooks, KernelProvisionerBase):  # type: ignore[misc]
+class RemoteProvisionerBase(ProvisionerHooks, ResourceSettings,  # type: ignore[misc,metaclass]
+                            KernelProvisionerBase):
     """Launch through a backend, wait for the launcher's callback, watch, stop."""
 
     launch_timeout = Float(
@@ -143,16 +139,16 @@ class RemoteProvisionerBase(ProvisionerHooks, KernelProvisionerBase):  # type: i
         await self.backends.acquire(self)
         km = self.km
         km.session.key = secrets_mod.token_hex(32).encode()
-        client_env = remote_env(self.inherited_envs, kwargs.get("env") or {})
+        client_env = steps.remote_env(self.inherited_envs, kwargs.get("env") or {})
         kwargs = await super().pre_launch(**{**kwargs, "env": client_env})
-        kwargs["cmd"] = kernel_argv(self.kernel_spec, kwargs.pop("extra_arguments", []))
+        kwargs["cmd"] = steps.kernel_argv(self.kernel_spec, kwargs.pop("extra_arguments", []))
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         env = kwargs.get("env", {})
         registry = CallbackRegistry.instance()
         token, reported = registry.expect(self.kernel_id)
-        self._curve = curve_keypair(self.curve_encryption)  # kept until the callback
+        self._curve = steps.curve_keypair(self.curve_encryption)  # kept until the callback
         secrets = {"key": self.km.session.key.decode(), "token": token,
                    "callback_url": registry.url_for(self.kernel_id), **self._curve}
         self._exit_code = None
@@ -163,14 +159,17 @@ class RemoteProvisionerBase(ProvisionerHooks, KernelProvisionerBase):  # type: i
                 await self._checkpoint(checkpoint)
             self.poller.register(self)
             submitted = time.time()
-            report = await await_callback(reported, self._launch_timeout(env), self.poll_interval,
-                                          self._last_status, self.kernel_spec.display_name)
+            report = await steps.await_callback(
+                reported, self._launch_timeout(env), self.poll_interval, self._last_status,
+                self.kernel_spec.display_name)
             self.log.info("Kernel %s: the launcher on %s called back %.2f s after submit "
                           "(at %.3f)", self.kernel_id, report.get("hostname"),
                           time.time() - submitted, time.time())
-        except BaseException:
+        except BaseException as e:
             registry.forget(self.kernel_id)
-            await self._abandon_start()
+            problem = await self._abandon_start()
+            if problem and isinstance(e, KernelStartFailed):  # the client learns of both
+                raise type(e)(f"{e.message}; {problem}") from e
             raise
         self.connection_info = self._connection_from(report)
         await self._store().update(self.kernel_id, state=self.state,
@@ -254,26 +253,30 @@ class RemoteProvisionerBase(ProvisionerHooks, KernelProvisionerBase):  # type: i
             "pending", host=str(self.state.get("host", "")), reason="no status yet"
         )
 
-    async def _abandon_start(self) -> None:
-        """Cancel whatever a failed start submitted, and forget it."""
+    async def discard_unfinished_start(self) -> None:
+        """Cancel and forget a kernel whose start never finished (its gateway stopped
+        before the callback): from the persisted state alone, as after a restart."""
+        await self._abandon_start()
+
+    async def _abandon_start(self) -> str:
+        """Cancel whatever a failed start submitted, and forget it.
+
+        The store record goes in any case; returns '' or what could not be cleaned up
+        (the state is logged, so that an operator can finish by hand).
+        """
         self.poller.unregister(self.kernel_id)
-        if self.state:
-            with contextlib.suppress(Exception):
-                await self.cancel(self.state)
-            with contextlib.suppress(Exception):
-                await self.release(self.state)
+        problems = await steps.undo_start(self.state, self.cancel, self.release)
         await self._store().delete(self.kernel_id)
         self._exit_code = 1
+        if not problems:
+            return ""
+        self.log.error("Kernel %s: cleaning up its start failed; the backend may still hold "
+                       "it (state %s): %s", self.kernel_id, json.dumps(self.state), problems)
+        return "cleaning it up failed too: " + problems
 
     async def _record_new_kernel(self) -> None:
-        record = KernelRecord(
-            kernel_id=self.kernel_id,
-            kernel_name=self.km.kernel_name,
-            provisioner=self.kernel_spec.metadata.get("kernel_provisioner", {}).get(
-                "provisioner_name", type(self).__name__),
-            owner=getattr(self.km, "owner", "") or "",
-        )
-        await self._store().put(record)
+        await self._store().put(steps.kernel_record(self.kernel_id, self.km, self.kernel_spec,
+                                                    type(self).__name__))
 
     async def _checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.state.update(checkpoint)
@@ -284,10 +287,9 @@ class RemoteProvisionerBase(ProvisionerHooks, KernelProvisionerBase):  # type: i
 
     def launch_timeout_for(self, env: dict[str, str]) -> float:
         """Seconds a start with this env may take until the callback (and until ready)."""
-        return self._launch_timeout(env)
+        return steps.launch_timeout(self.launch_timeout, self.max_launch_timeout, env)
 
-    def _launch_timeout(self, env: dict[str, str]) -> float:
-        return launch_timeout(self.launch_timeout, self.max_launch_timeout, env)
+    _launch_timeout = launch_timeout_for
 
     def _connection_from(self, report: dict[str, Any]) -> KernelConnectionInfo:
         self.state.update(launcher_state(report))

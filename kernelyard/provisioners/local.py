@@ -38,11 +38,13 @@ from ..policy import DEFAULT_SECRET_ENVS, base_env, is_gateway_secret, is_valid_
 from ..usermap import DEFAULT_MIN_UID, RunAsRefused
 from .hooks import ProvisionerHooks
 from .local_helper import ask_helper, exchange, helper_env
+from .resource_settings import ResourceSettings
 
 HELPER_MODULE = "kernelyard.runas"
 
 
-class LocalKernelProvisioner(ProvisionerHooks, LocalProvisioner):  # type: ignore[misc]
+class LocalKernelProvisioner(ProvisionerHooks, ResourceSettings,  # type: ignore[misc,metaclass]
+                             LocalProvisioner):
     """Runs a kernel as a child process of the gateway (or as its user, via a helper)."""
 
     log_dir = Unicode(

@@ -20,7 +20,7 @@ import asyncio
 import json
 import shlex
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode
 
@@ -101,9 +101,7 @@ class SSHProvisioner(RemoteProvisionerBase):
     @property
     def ssh(self) -> SSHBackend:
         """This kernelspec's SSH backend object."""
-        backend = self.backend
-        assert isinstance(backend, SSHBackend)
-        return backend
+        return cast(SSHBackend, self.backend)
 
     def backend_config(self) -> SSHConfig:
         return SSHConfig(

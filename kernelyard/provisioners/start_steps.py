@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..errors import KernelStartFailed
 from ..policy import is_gateway_secret
+from ..store.base import KernelRecord
 from .status import BackendStatus
 
 
@@ -68,3 +69,25 @@ async def await_callback(reported: asyncio.Future[dict[str, Any]], timeout: floa
         status = last_status()
         if status.ended:
             raise KernelStartFailed(f"Kernel '{name}' failed to start: {status.describe()}")
+
+
+def kernel_record(kernel_id: str, km: Any, kernel_spec: Any, default_name: str) -> KernelRecord:
+    """The store record of a kernel about to be submitted (its owner, its provisioner)."""
+    provisioner = kernel_spec.metadata.get("kernel_provisioner", {}).get(
+        "provisioner_name", default_name)
+    return KernelRecord(kernel_id=kernel_id, kernel_name=km.kernel_name,
+                        provisioner=provisioner, owner=getattr(km, "owner", "") or "")
+
+
+async def undo_start(state: dict[str, Any],
+                     *steps: Callable[[dict[str, Any]], Awaitable[None]]) -> str:
+    """Run ``steps`` (cancel, release) on a failed start's state; '' or what failed.
+
+    A step that fails ends the undo: a cancel that failed keeps what release would free.
+    """
+    for step in steps if state else ():
+        try:
+            await step(state)
+        except Exception as e:
+            return f"{getattr(step, '__name__', 'a step')} failed ({type(e).__name__}: {e})"
+    return ""

@@ -21,24 +21,32 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
-from ..errors import BackendUnavailable, ConfigError, InvalidRequest, KernelStartFailed
-from ..policy import DEFAULT_SECRET_ENVS, check_kernel_id, scrub_secrets
-from . import command
+from ..errors import BackendUnavailable, ConfigError, InvalidRequest
+from ..policy import check_kernel_id
+from ..resources import Limit, Resources, parse_limits, parse_request
+from . import spark_submit
 from .backend import Backend
 from .base import RemoteProvisionerBase
 from .command import launcher_file, write_secrets_file
 from .launcher_link import launcher_args
-from .spark_request import SparkLimits, SparkResources, resources_for
-from .yarn_backend import YarnBackend, YarnConfig, last_lines
+from .spark_submit import SparkDefaults
+from .yarn_backend import YarnBackend, YarnConfig
 from .yarn_rm import ResourceManager
+from .yarn_submit import SECRETS_NAME, app_id_in, check_queue, run_spark_submit, submit_env
 
-SECRETS_NAME = "kernelyard-secrets.json"
-_APP_ID = re.compile(r"\b(application_\d+_\d+)\b")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+_LEGACY_SETTINGS = {
+    "KERNEL_DRIVER_MEMORY": "YarnProvisioner.max_driver_memory",
+    "KERNEL_EXECUTOR_MEMORY": "YarnProvisioner.max_executor_memory",
+    "KERNEL_DRIVER_CORES": "YarnProvisioner.max_cores",
+    "KERNEL_EXECUTOR_CORES": "YarnProvisioner.max_cores",
+    "KERNEL_NUM_EXECUTORS": "YarnProvisioner.max_executors",
+    "KERNEL_SPARK_CONF": "YarnProvisioner.allowed_spark_conf",
+    "KERNEL_QUEUE": "YarnProvisioner.allowed_queues"}
 
 
 class YarnProvisioner(RemoteProvisionerBase):
@@ -83,18 +91,25 @@ class YarnProvisioner(RemoteProvisionerBase):
     num_executors = Integer(
         0, config=True, help="Fixed executors; 0 = dynamic allocation from zero executors."
     )
-    max_driver_memory = Unicode("4g", config=True, help="The most KERNEL_DRIVER_MEMORY may ask.")
+    max_driver_memory = Unicode(
+        "4g", config=True, help="The most KERNEL_MEMORY (KERNEL_DRIVER_MEMORY) may ask: the "
+        "kernelspec level's KERNEL_DRIVER_MEMORY limit (resource_limits overrides it).")
     max_executor_memory = Unicode(
-        "8g", config=True, help="The most KERNEL_EXECUTOR_MEMORY may ask."
-    )
-    max_cores = Integer(4, config=True, help="The most KERNEL_*_CORES may ask.")
-    max_executors = Integer(10, config=True, help="The most KERNEL_NUM_EXECUTORS may ask.")
+        "8g", config=True, help="The most KERNEL_EXECUTOR_MEMORY may ask (a spelling of "
+        "resource_limits' KERNEL_EXECUTOR_MEMORY, which overrides it).")
+    max_cores = Integer(
+        4, config=True, help="The most KERNEL_CPUS (KERNEL_DRIVER_CORES) and "
+        "KERNEL_EXECUTOR_CORES may ask (resource_limits overrides it).")
+    max_executors = Integer(
+        10, config=True, help="The most KERNEL_NUM_EXECUTORS may ask (resource_limits' "
+        "KERNEL_NUM_EXECUTORS overrides it).")
     spark_conf = Dict(
         value_trait=Unicode(), config=True, help="Spark conf every kernel of the spec gets."
     )
     allowed_spark_conf = List(
         Unicode(), ["spark.sql.*", "spark.dynamicAllocation.maxExecutors"], config=True,
-        help="Spark conf keys (glob patterns) a request may set in KERNEL_SPARK_CONF.",
+        help="Spark conf keys (glob patterns) a request may set in KERNEL_SPARK_CONF (a "
+        "spelling of resource_limits' KERNEL_SPARK_CONF, which overrides it).",
     )
     impersonate = Bool(
         True, config=True,
@@ -113,14 +128,32 @@ class YarnProvisioner(RemoteProvisionerBase):
     )
 
     backend_class: ClassVar[type[Backend]] = YarnBackend
+    supported_resources: ClassVar[frozenset[str]] = spark_submit.SUPPORTED
 
     def kernels_share_account(self) -> bool:
-        """With ``impersonate`` (the default) each application runs as its owner
-        (``--proxy-user``); without it, every one as the gateway's Hadoop user."""
+        """Without ``impersonate`` (``--proxy-user``), all run as the gateway's Hadoop user."""
         return not self.impersonate
 
     def run_as_owner_setting(self) -> str:
         return "YarnProvisioner.impersonate = True"
+
+    def kernelspec_limits(self, spec_name: str) -> dict[str, Limit]:
+        """``resource_limits`` over its older spellings (``max_driver_memory`` ...)."""
+        legacy: dict[str, Any] = {
+            "KERNEL_DRIVER_MEMORY": self.max_driver_memory,
+            "KERNEL_EXECUTOR_MEMORY": self.max_executor_memory,
+            "KERNEL_DRIVER_CORES": self.max_cores, "KERNEL_EXECUTOR_CORES": self.max_cores,
+            "KERNEL_NUM_EXECUTORS": self.max_executors,
+            "KERNEL_SPARK_CONF": list(self.allowed_spark_conf)}
+        if self.allowed_queues:
+            legacy["KERNEL_QUEUE"] = list(self.allowed_queues)
+        source = f"the limit of kernelspec '{spec_name}'"
+        return {**parse_limits(legacy, "YarnProvisioner", source, _LEGACY_SETTINGS),
+                **super().kernelspec_limits(spec_name)}
+
+    def check_resources(self, resources: Resources, who: str, spec_name: str) -> None:
+        super().check_resources(resources, who, spec_name)
+        spark_submit.check(resources)
 
     @default("hadoop_conf_dir")
     def _hadoop_conf_dir_default(self) -> str:
@@ -160,15 +193,11 @@ class YarnProvisioner(RemoteProvisionerBase):
     @property
     def yarn(self) -> YarnBackend:
         """This kernelspec's YARN backend object."""
-        backend = self.backend
-        assert isinstance(backend, YarnBackend)
-        return backend
+        return cast(YarnBackend, self.backend)
 
     def rm_for(self, state: dict[str, Any] | None = None) -> ResourceManager:
         """The RM client of a kernel's cluster (from its state), or of this kernelspec."""
         return self.yarn.rm_for(state)
-
-    # ---- hooks ---------------------------------------------------------------------
 
     async def submit(
         self, argv: list[str], env: dict[str, str], secrets: dict[str, str]
@@ -178,12 +207,13 @@ class YarnProvisioner(RemoteProvisionerBase):
                 f"kernelspec '{self.km.kernel_name}': spark_session 'none' needs Spark client "
                 "mode; in YARN cluster mode the application fails when its driver creates no "
                 "SparkContext within spark.yarn.am.waitTime")
-        resources = resources_for(self._default_resources(), self._limits(), env)
+        resources = self._resources(env)
+        queue = resources.queue or self.queue
         user = self._proxy_user(env)
         rm = self.rm_for()
-        await self._check_queue(rm, resources.queue)
+        await check_queue(rm, queue)
         yield {"tag": self._kernel_tag(), "instance_tag": self.instance_tag, "rm_urls": rm.urls,
-               "submitted_ms": int(time.time() * 1000), "queue": resources.queue, "user": user}
+               "submitted_ms": int(time.time() * 1000), "queue": queue, "user": user}
         # Delivery.FILE (the secrets, 0600, by --files) and Delivery.PRIMARY_RESOURCE.
         with tempfile.TemporaryDirectory(prefix="kernelyard-submit-") as tmp:
             secrets_file = write_secrets_file(tmp, SECRETS_NAME, secrets, env)
@@ -191,12 +221,12 @@ class YarnProvisioner(RemoteProvisionerBase):
                 cmd = self._submit_argv(resources, user, secrets_file, launcher, argv)
                 began = time.time()
                 output = await self._run_submit(cmd, tmp, secrets.values())
-        found = _APP_ID.search(output)
+        app_id = app_id_in(output)
         self.log.info("Kernel %s: spark-submit took %.2f s (at %.3f): YARN application %s",
                       self.kernel_id, time.time() - began, time.time(),
-                      found.group(1) if found else "(id not in its output)")
-        if found:
-            yield {"app_id": found.group(1)}
+                      app_id or "(id not in its output)")
+        if app_id:
+            yield {"app_id": app_id}
 
     async def before_shutdown_request(self, restart: bool = False) -> None:
         """Kill an application that is still waiting for its SparkContext.
@@ -214,15 +244,22 @@ class YarnProvisioner(RemoteProvisionerBase):
 
     # ---- submit ----------------------------------------------------------------------
 
-    def _submit_argv(self, resources: SparkResources, user: str, secrets_file: Path,
+    def _resources(self, env: dict[str, str]) -> Resources:
+        """The launch plan's resources (the policy checked them); a kernel restarted
+        after a gateway restart has no plan, and its env was checked at its launch."""
+        plan = getattr(self.km, "plan", None)
+        resources = getattr(plan, "resources", None)
+        return resources if isinstance(resources, Resources) else parse_request(env)
+
+    def _submit_argv(self, resources: Resources, user: str, secrets_file: Path,
                      launcher: Path, argv: list[str]) -> list[str]:
-        spark_submit = Path(self.spark_home, "bin", "spark-submit")
-        cmd = [str(spark_submit), "--master", "yarn", "--deploy-mode", "cluster",
-               "--name", f"{self.km.kernel_name}-{self.kernel_id}", *resources.submit_args()]
+        defaults = self._defaults()
+        cmd = [str(Path(self.spark_home, "bin", "spark-submit")), "--master", "yarn",
+               "--deploy-mode", "cluster", "--name", f"{self.km.kernel_name}-{self.kernel_id}",
+               *spark_submit.submit_options(resources, defaults)]
         if user:
             cmd += ["--proxy-user", user]
-        conf = {**resources.dynamic_allocation_conf(), **self.spark_conf, **resources.conf,
-                **self._fixed_conf()}
+        conf = {**spark_submit.spark_conf(resources, defaults), **self._fixed_conf()}
         for key, value in conf.items():
             cmd += ["--conf", f"{key}={value}"]
         cmd += ["--files", f"{secrets_file}#{SECRETS_NAME}", str(launcher)]
@@ -242,32 +279,9 @@ class YarnProvisioner(RemoteProvisionerBase):
         }
 
     async def _run_submit(self, cmd: list[str], cwd: str, secrets: Iterable[str]) -> str:
-        env = {**scrub_secrets(os.environ, DEFAULT_SECRET_ENVS), **self.submit_env}
-        env["SPARK_HOME"] = self.spark_home
-        if self.hadoop_conf_dir:
-            env["HADOOP_CONF_DIR"] = self.hadoop_conf_dir
-        if self.java_home:
-            env["JAVA_HOME"] = self.java_home
-        try:
-            result = await command.run(cmd, env=env, cwd=cwd, timeout=self.submit_timeout,
-                                       merge_stderr=True, secrets=list(secrets))
-        except OSError as e:
-            raise ConfigError(f"cannot run spark-submit ({cmd[0]}): {e.strerror}; set "
-                              "YarnProvisioner.spark_home") from None
-        except command.CommandTimeout as e:
-            raise KernelStartFailed(f"{e} (YarnProvisioner.submit_timeout)") from None
-        if result.returncode != 0:
-            raise KernelStartFailed(
-                f"spark-submit failed (exit {result.returncode}) for kernelspec "
-                f"'{self.km.kernel_name}':\n{last_lines(result.text, 25)}")
-        return result.text
-
-    async def _check_queue(self, rm: ResourceManager, queue: str) -> None:
-        queues = await rm.leaf_queues()
-        if queue not in queues:
-            known = ", ".join(sorted(q for q in queues if "." not in q))
-            raise InvalidRequest(f"queue {queue!r} does not exist on the YARN cluster "
-                                 f"(its queues: {known})")
+        env = submit_env(self.spark_home, self.hadoop_conf_dir, self.java_home, self.submit_env)
+        return await run_spark_submit(cmd, cwd, env, self.submit_timeout, secrets,
+                                      self.km.kernel_name)
 
     def _proxy_user(self, env: dict[str, str]) -> str:
         user = env.get("KERNEL_USERNAME", "") if self.impersonate else ""
@@ -275,18 +289,11 @@ class YarnProvisioner(RemoteProvisionerBase):
             raise InvalidRequest(f"KERNEL_USERNAME {user!r} is not a valid user name")
         return user
 
-    def _default_resources(self) -> SparkResources:
-        return SparkResources(
+    def _defaults(self) -> SparkDefaults:
+        return SparkDefaults(
             queue=self.queue, driver_memory=self.driver_memory, driver_cores=self.driver_cores,
             executor_memory=self.executor_memory, executor_cores=self.executor_cores,
-            num_executors=self.num_executors)
-
-    def _limits(self) -> SparkLimits:
-        return SparkLimits(
-            max_driver_memory=self.max_driver_memory,
-            max_executor_memory=self.max_executor_memory, max_cores=self.max_cores,
-            max_executors=self.max_executors, allowed_conf=tuple(self.allowed_spark_conf),
-            allowed_queues=tuple(self.allowed_queues))
+            num_executors=self.num_executors, conf=dict(self.spark_conf))
 
     def _kernel_tag(self) -> str:
         return f"kernelyard-kernel-{check_kernel_id(self.kernel_id)}"
