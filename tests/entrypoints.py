@@ -31,11 +31,16 @@ def declared_provisioners(pyproject: Path = PYPROJECT) -> dict[str, str]:
     return found
 
 
-def write_dist_info(target: Path, name: str, group_entries: dict[str, dict[str, str]]) -> Path:
-    """A minimal ``NAME-0.dist-info`` under ``target`` declaring these entry points."""
+def write_dist_info(target: Path, name: str, group_entries: dict[str, dict[str, str]],
+                    requires: tuple[str, ...] = ()) -> Path:
+    """A minimal ``NAME-0.dist-info`` under ``target`` declaring these entry points (and
+    ``Requires-Dist`` lines: kernelyard's registry takes the provisioners of distributions
+    that depend on kernelyard)."""
     info = target / f"{name}-0.dist-info"
     info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0\n")
+    lines = [f"Metadata-Version: 2.1\nName: {name}\nVersion: 0", *(
+        f"Requires-Dist: {r}" for r in requires)]
+    (info / "METADATA").write_text("\n".join(lines) + "\n")
     lines = []
     for group, entries in group_entries.items():
         lines.append(f"[{group}]")
@@ -60,4 +65,5 @@ def install_package(source: Path, target: Path) -> Path:
     tests' venv has no ``wheel`` to build one with)."""
     name = source.name
     shutil.copytree(source / name, target / name)
-    return write_dist_info(target, name, {GROUP: declared_provisioners(source / "pyproject.toml")})
+    return write_dist_info(target, name, {GROUP: declared_provisioners(source / "pyproject.toml")},
+                           requires=("kernelyard",))
