@@ -21,6 +21,7 @@ from jupyter_server.services.kernels.kernelmanager import (
 from traitlets import Float, Integer
 
 from .errors import KernelStartFailed
+from .launch_plan import LaunchPlan
 
 # KernelManager._async_start_kernel is wrapped by in_pending_state (functools.wraps).
 _UNWRAPPED_START = KernelManager._async_start_kernel.__wrapped__  # type: ignore[attr-defined]
@@ -43,6 +44,10 @@ class StartFailure(Exception):
 
 class GatewayKernelManager(ServerKernelManager):
     """One kernel, started until ready, with port-clash retries."""
+
+    #: The launch plan the manager decided (``policy.authorize``); its provisioner reads
+    #: it as ``self.plan``. None for a kernel started without a plan (re-adopted ones).
+    plan: LaunchPlan | None = None
 
     start_timeout = Float(
         None,

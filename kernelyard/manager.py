@@ -41,11 +41,9 @@ from traitlets import Enum, Integer, default
 
 from . import policy, start_options, wire
 from .audit import AuditEvent, AuditLog, result_of, where_of
-from .auth.principal import Principal, canonical_username
 from .auth.token import gateway_user
 from .errors import (
     Conflict,
-    Forbidden,
     InvalidRequest,
     KernelStartFailed,
     KernelyardError,
@@ -53,6 +51,7 @@ from .errors import (
     StartDeadlineExceeded,
     Unauthorized,
 )
+from .identity import Principal, canonical_username
 from .kernel import GatewayKernelManager
 from .quotas import QuotaGate
 from .store import KernelRecord, StoreFactory
@@ -287,7 +286,7 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
                 await self._start_within(
                     deadline, kernel_name=name, path=None if cwd else request.path,
                     kernel_id=kernel_id, env=self.rules.kernel_env(env),
-                    owner=plan.subject.name, **({"cwd": cwd} if cwd else {}))
+                    owner=plan.subject.name, plan=plan, **({"cwd": cwd} if cwd else {}))
         finally:
             self._claimed.discard(kernel_id)
         self._remember_id(kernel_id)
@@ -395,21 +394,17 @@ class GatewayMappingKernelManager(AsyncMappingKernelManager):
         run_as = policy.effective_username(principal, requested)
         groups = await os_groups(run_as) if run_as != principal.name else frozenset()
         settings = self.rules.launch_policy(principal, requested)
-        try:
-            return policy.authorize(principal, request, name, spec.metadata, settings,
-                                    run_as_groups=groups)
-        except Forbidden as e:
-            if run_as != policy.ROOT_USER or settings.access.allow_root:
-                raise
-            raise Forbidden(f"refusing to run a kernel as root ({e.message}; see "
-                            "KernelyardApp.allow_root_kernels)") from None
+        return policy.authorize(principal, request, name, spec.metadata, settings,
+                                run_as=run_as, run_as_groups=groups)
 
     def pre_start_kernel(self, kernel_name: str | None, kwargs: Any) -> tuple[Any, str, str]:
-        """jupyter_client's, and the new kernel manager gets its ``owner`` right away."""
+        """jupyter_client's, and the new kernel manager gets its ``owner`` and launch ``plan``
+        right away (its provisioner reads ``plan``)."""
         owner = kwargs.pop("owner", "")
+        plan = kwargs.pop("plan", None)
         km: Any
         km, name, kernel_id = super().pre_start_kernel(kernel_name, kwargs)
-        km.owner = owner
+        km.owner, km.plan = owner, plan
         self._starting[kernel_id] = km  # for _forget_failed_start
         return km, name, kernel_id
 

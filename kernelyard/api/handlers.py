@@ -40,10 +40,10 @@ from tornado import web
 from .. import policy
 from .._version import __version__
 from ..audit import OK, AuditEvent, where_of
-from ..auth.principal import Principal
 from ..auth.provider import principal_of
 from ..callbacks import CALLBACK_PATH, CallbackRegistry
 from ..errors import ClientLeft, Forbidden, InvalidRequest, NotFound
+from ..identity import Principal
 from ..manager import Caller, acting_as
 from .errors import GatewayHandlerMixin, content_length
 from .spec import SpecHandler

@@ -16,8 +16,8 @@ import hmac
 from tornado.httputil import HTTPServerRequest
 from traitlets import Unicode, default
 
+from ..identity import Principal
 from .base import Authenticator
-from .principal import Principal
 
 TOKEN_SCHEMES = frozenset({"token", "bearer"})
 

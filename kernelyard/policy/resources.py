@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from ..auth.principal import Principal
 from ..errors import ConfigError, InvalidRequest, LimitReached
+from ..identity import Principal
 
 ALL_GROUPS = "*"
 _MEMORY_SIZE = re.compile(

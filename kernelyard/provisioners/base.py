@@ -42,7 +42,8 @@ from traitlets import Bool, Float, List, Unicode
 
 from ..callbacks import CallbackRegistry
 from ..errors import KernelStartFailed
-from ..policy import is_gateway_secret
+from ..kernel_env import is_gateway_secret
+from ..launch_plan import LaunchPlan, plan_of
 from ..store import StoreFactory
 from ..store.base import KernelRecord
 from .status import BackendStatus, StatusPoller
@@ -148,6 +149,12 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     def km(self) -> Any:
         """The KernelManager of this kernel."""
         return self.parent
+
+    @property
+    def plan(self) -> LaunchPlan:
+        """The launch plan (whom the kernel runs as, the host pin): the one the kernelyard
+        manager handed its kernel manager, else ``plan_from_env`` of the kernel's env."""
+        return plan_of(self.parent, self.kernel_spec.env if self.kernel_spec else None)
 
     @property
     def has_process(self) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import InvalidRequest
-from ..policy import unsafe_character
+from ..kernel_env import unsafe_character
 
 _MEMORY = re.compile(r"^([1-9][0-9]{0,6})([kmgt])$", re.IGNORECASE)
 _MB_PER_UNIT = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}

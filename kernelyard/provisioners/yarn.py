@@ -29,7 +29,8 @@ from typing import Any
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
 from ..errors import BackendUnavailable, ConfigError, InvalidRequest, KernelStartFailed
-from ..policy import DEFAULT_SECRET_ENVS, check_kernel_id, scrub_secrets
+from ..identity import check_kernel_id, is_valid_username
+from ..kernel_env import DEFAULT_SECRET_ENVS, scrub_secrets
 from .base import RemoteProvisionerBase, launcher_args
 from .spark_request import SparkLimits, SparkResources, resources_for
 from .status import EXITED, PENDING, RUNNING, BackendStatus
@@ -37,7 +38,6 @@ from .yarn_rm import ResourceManager, YarnApp, rm_urls_from_hadoop_conf
 
 SECRETS_NAME = "kernelyard-secrets.json"
 _APP_ID = re.compile(r"\b(application_\d+_\d+)\b")
-_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 # An app that is not listed this long after submit is taken as never submitted.
 NOT_LISTED_GRACE_MS = 120_000
 ClusterKey = tuple[tuple[str, ...], str]  # (the RMs' URLs, the instance tag)
@@ -326,8 +326,9 @@ class YarnProvisioner(RemoteProvisionerBase):
                                  f"(its queues: {known})")
 
     def _proxy_user(self, env: dict[str, str]) -> str:
-        user = env.get("KERNEL_USERNAME", "") if self.impersonate else ""
-        if user and not _USER.fullmatch(user):
+        """The --proxy-user: the plan's run-as user with ``impersonate``, else ''."""
+        user = self.plan.run_as if self.impersonate else ""
+        if user and not is_valid_username(user):
             raise InvalidRequest(f"KERNEL_USERNAME {user!r} is not a valid user name")
         return user
 

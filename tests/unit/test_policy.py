@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernelyard import policy
-from kernelyard.auth.principal import Principal
 from kernelyard.errors import ConfigError, Forbidden, InvalidRequest, LimitReached, NotFound
+from kernelyard.identity import Principal
 
 P = policy.EnvPolicy(client_envs=("ALLOWED",), inherited_envs=("HOME", "SECRET"),
                      secret_names=frozenset({"SECRET"}))
