@@ -10,6 +10,7 @@ process) imports it too.
 
 from __future__ import annotations
 
+import getpass
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -58,6 +59,14 @@ def canonical_username(name: str) -> str:
     settings goes through this, so no spelling escapes a rule keyed by a name.
     """
     return name.lower() if isinstance(name, str) else name
+
+
+def gateway_user() -> str:
+    """The OS user the gateway runs as (``kernelyard`` when it has no name)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "kernelyard"
 
 
 def is_valid_username(value: Any) -> bool:

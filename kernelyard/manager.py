@@ -41,7 +41,6 @@ from traitlets import Enum, Integer, default
 
 from . import policy, start_options, wire
 from .audit import AuditEvent, AuditLog, result_of, where_of
-from .auth.token import gateway_user
 from .errors import (
     Conflict,
     InvalidRequest,
@@ -51,7 +50,7 @@ from .errors import (
     StartDeadlineExceeded,
     Unauthorized,
 )
-from .identity import Principal, canonical_username
+from .identity import Principal, canonical_username, gateway_user
 from .kernel import GatewayKernelManager
 from .quotas import QuotaGate
 from .store import KernelRecord, StoreFactory
