@@ -1,4 +1,5 @@
-"""Whom a kernel runs as: the user-name check, ``effective_username``, the launch subject."""
+"""Whom a kernel runs as: ``effective_username`` (the ``KERNEL_USERNAME`` rule) and the
+launch subject; the user-name check itself is ``kernelyard.identity``'s."""
 
 from __future__ import annotations
 
