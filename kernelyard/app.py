@@ -18,23 +18,19 @@ from typing import Any
 from jupyter_server.serverapp import DEFAULT_JUPYTER_SERVER_PORT, ServerApp
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
-from . import logredact, policy, startup_checks
+from . import logredact, policy, registry, startup_checks
 from ._version import __version__
 from .api.channels import GatewayChannelsConnection
 from .api.limits import GatewayHTTPServer
 from .api.routes import build_web_app
 from .audit import AuditLog, open_audit_log
-from .auth.api_tokens import ApiTokenAuthenticator
 from .auth.provider import GatewayIdentityProvider
-from .auth.token import SharedTokenAuthenticator
 from .callbacks import CallbackRegistry
 from .errors import ConfigError
 from .kernel import GatewayKernelManager
 from .kernelspecs import KernelyardKernelSpecManager
 from .manager import GatewayMappingKernelManager, GatewaySessionManager, LaunchRules
 from .provisioners.base import RemoteProvisionerBase
-from .provisioners.local import LocalKernelProvisioner
-from .provisioners.ssh import SSHProvisioner
 from .store import StoreFactory
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
@@ -194,11 +190,13 @@ class KernelyardApp(ServerApp):
         key_trait=Unicode(),
         value_trait=Dict(),
         config=True,
-        help="Resource limits per group over request variables: {'*': "
+        help="The group level of the resource limits: {'*': "
         "{'KERNEL_DRIVER_MEMORY': '2g', 'KERNEL_NUM_EXECUTORS': 2}, 'analysts': "
-        "{'KERNEL_DRIVER_MEMORY': '8g'}}. '*' is everyone; the most generous limit among a "
-        "user's groups applies; names ending in MEMORY or _MEM are memory sizes, others "
-        "whole counts. A request above its limit gets 403 naming the limit.",
+        "{'KERNEL_MEMORY': '8g', 'KERNEL_GPUS': 1}}. '*' is everyone; the most generous "
+        "limit among a user's groups applies; keys are the resource variables, values follow "
+        "the one grammar of kernelyard.resources (512m, 1.5g, 2Gi; a list for KERNEL_QUEUE "
+        "and KERNEL_SPARK_CONF). A request above its limit gets 403 naming the limit; the "
+        "kernelspec level is each provisioner's resource_limits (docs/resources.md).",
     )
     max_kernels_per_user = Integer(
         None,
@@ -383,20 +381,12 @@ class KernelyardApp(ServerApp):
         )
 
     def _classes_default(self) -> list[type]:  # type: ignore[override]
-        return [
-            KernelyardApp,
-            GatewayIdentityProvider,
-            SharedTokenAuthenticator,
-            ApiTokenAuthenticator,
-            GatewayMappingKernelManager,
-            GatewayKernelManager,
-            GatewayChannelsConnection,
-            LocalKernelProvisioner,
-            RemoteProvisionerBase,
-            SSHProvisioner,
-            StoreFactory,
-            CallbackRegistry,
-        ]
+        """The core classes, then every provisioner and authenticator of the entry points
+        (kernelyard.registry), so generate-config and --help-all list every setting."""
+        core = [KernelyardApp, GatewayIdentityProvider, GatewayMappingKernelManager,
+                GatewayKernelManager, GatewayChannelsConnection, RemoteProvisionerBase,
+                StoreFactory, CallbackRegistry]
+        return [*core, *(c for c in registry.configurable_classes() if c not in core)]
 
     @property  # type: ignore[override]
     def classes(self) -> list[type]:

@@ -4,8 +4,8 @@
 manager (``GatewayKernelManager.plan``, as it hands over the owner); a
 provisioner reads it as ``self.plan`` and never re-reads the decision from the
 kernel's env. In a plain Jupyter Server (no kernelyard manager) a provisioner's
-plan is the one ``plan_from_env`` makes of the kernel's env. A leaf: stdlib and
-``kernelyard.identity`` only, so provisioners may import it.
+plan is the one ``plan_from_env`` makes of the kernel's env. A leaf (stdlib,
+``kernelyard.identity`` and ``kernelyard.resources``), so provisioners may import it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .identity import Principal
+from .resources import Resources
 
 RUN_AS_ENV = "KERNEL_USERNAME"
 HOST_ENV = "KERNEL_REMOTE_HOST"
@@ -30,7 +31,9 @@ class LaunchPlan:
     ``kernel_name`` the resolved kernelspec; ``env`` the client env that passed
     the policy (``KERNEL_USERNAME`` set to ``run_as``); ``host`` the client's
     ``KERNEL_REMOTE_HOST`` pin ('' for none), checked as text only: the backend
-    checks that it is one of its hosts. New fields come with a default, so every
+    checks that it is one of its hosts; ``resources`` were parsed once from the
+    request and passed both limit levels: a backend maps them (``YarnProvisioner``:
+    spark-submit options), never the env. New fields come with a default, so every
     maker of a plan keeps working.
     """
 
@@ -39,6 +42,7 @@ class LaunchPlan:
     kernel_name: str
     env: dict[str, str] = field(default_factory=dict)
     host: str = ""
+    resources: Resources = field(default_factory=Resources)
 
 
 def plan_from_env(env: Mapping[str, str], kernel_name: str = "") -> LaunchPlan:

@@ -67,6 +67,7 @@ from .env import (
     inherited_env,
 )
 from .plan import (
+    KernelspecCheck,
     LaunchPolicy,
     authorize,
 )
@@ -87,10 +88,7 @@ from .request import (
 )
 from .resources import (
     ALL_GROUPS,
-    ResourceLimit,
     check_resources,
-    is_memory_resource,
-    parse_memory_mb,
     resource_limits_for,
     validate_resource_limits,
 )
@@ -129,13 +127,13 @@ __all__ = [
     "AccessRules",
     "EnvPolicy",
     "KernelCounts",
+    "KernelspecCheck",
     "LaunchPlan",
     "LaunchPolicy",
     "LaunchRequest",
     "Limit",
     "Principal",
     "QuotaPolicy",
-    "ResourceLimit",
     "authorize",
     "base_env",
     "by_canonical_kernelspec",
@@ -158,7 +156,6 @@ __all__ = [
     "is_anonymous",
     "is_base_env_name",
     "is_gateway_secret",
-    "is_memory_resource",
     "is_root",
     "is_sensitive_env_name",
     "is_valid_username",
@@ -168,7 +165,6 @@ __all__ = [
     "may_use_kernelspec",
     "owner_of",
     "parse_launch_request",
-    "parse_memory_mb",
     "redact_env_for",
     "resource_limits_for",
     "scrub_secrets",

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Forbidden
 from ..identity import Principal, is_root
 from ..launch_plan import HOST_ENV, RUN_AS_ENV, LaunchPlan
+from ..resources import Resources, parse_request
 from .access import AccessPolicy, check_kernelspec_access
 from .request import LaunchRequest
 from .resources import check_resources
@@ -24,6 +25,11 @@ class LaunchPolicy:
     resource_limits: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
+# The kernelspec level: refuses (InvalidRequest) what the kernelspec's limits or its
+# backend don't allow; called with the resources and the subject's name.
+KernelspecCheck = Callable[[Resources, str], None]
+
+
 def authorize(
     principal: Principal,
     request: LaunchRequest,
@@ -33,6 +39,7 @@ def authorize(
     *,
     run_as: str | None = None,
     run_as_groups: Iterable[str] = (),
+    kernelspec_check: KernelspecCheck | None = None,
 ) -> LaunchPlan:
     """Run-as, kernelspec access and resource limits for a parsed launch request.
 
@@ -42,7 +49,10 @@ def authorize(
     the user a service starts a kernel for); else it is decided here. Either way it
     is decided once per launch. The plan's ``env`` carries ``KERNEL_USERNAME`` set to
     ``run_as``; its ``host`` is the client's ``KERNEL_REMOTE_HOST`` (text the client
-    env's check passed; the backend checks it names one of its hosts).
+    env's check passed; the backend checks it names one of its hosts). The request's
+    ``KERNEL_*`` resource variables are parsed once (``InvalidRequest`` naming a bad
+    one), then checked against the group level (``LimitReached``) and the kernelspec
+    level, ``kernelspec_check`` (``InvalidRequest``).
     """
     if run_as is None:
         run_as = effective_username(principal, request.env.get(RUN_AS_ENV))
@@ -54,7 +64,10 @@ def authorize(
             raise
         raise Forbidden(f"refusing to run a kernel as root ({e.message}; see "
                         "KernelyardApp.allow_root_kernels)") from None
-    check_resources(subject, request.env, settings.resource_limits)
+    resources = parse_request(request.env)
+    check_resources(subject, resources, settings.resource_limits)
+    if kernelspec_check is not None:
+        kernelspec_check(resources, subject.name)
     env = {**request.env, RUN_AS_ENV: run_as}
     return LaunchPlan(subject=subject, run_as=run_as, kernel_name=kernel_name, env=env,
-                      host=request.env.get(HOST_ENV) or "")
+                      host=request.env.get(HOST_ENV) or "", resources=resources)

@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                  "kernelyard.quotas", "kernelyard.audit", "kernelyard.kernelspecs",
                  "kernelyard.start_options")),
     ("provisioners", ("kernelyard.provisioners", "kernelyard.callbacks", "kernelyard.usermap",
-                      "kernelyard.runas", "kernelyard.kernel_log")),
+                      "kernelyard.runas", "kernelyard.kernel_log", "kernelyard.testing")),
     # The store sits beside the manager in the picture, but provisioners checkpoint
     # into it and it imports neither: it ranks below them.
     ("store", ("kernelyard.store",)),
@@ -35,7 +35,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # Kerberos authenticator; it imports errors only.
     ("leaves", ("kernelyard.identity", "kernelyard.errors", "kernelyard.kernel_env",
                 "kernelyard.resources", "kernelyard.launch_plan", "kernelyard._version",
-                "kernelyard.wire", "kernelyard.logredact", "kernelyard.auth.spnego")),
+                "kernelyard.wire", "kernelyard.logredact", "kernelyard.auth.spnego",
+                "kernelyard.registry")),
 )
 ROOT_PACKAGE = "kernelyard"  # its __init__ imports only the version
 
