@@ -41,8 +41,8 @@ class LaunchPlan:
     run_as: str
     kernel_name: str
     env: dict[str, str] = field(default_factory=dict)
-    host: str = ""
     resources: Resources = field(default_factory=Resources)
+    host: str = ""
 
 
 def plan_from_env(env: Mapping[str, str], kernel_name: str = "") -> LaunchPlan:
