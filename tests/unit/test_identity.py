@@ -65,7 +65,7 @@ def test_every_backend_refuses_root_in_any_case(name: str) -> None:
     with pytest.raises(RunAsRefused, match="as root"):
         ssh._owner({})
     with pytest.raises(KernelStartFailed, match="bad user"):
-        ssh._state_user({"user": name})
+        ssh.ssh.state_user({"user": name})
     service = Principal(name="hub", via="jupyterhub", may_act_for_others=True)
     request = policy.parse_launch_request({"env": {"KERNEL_USERNAME": name}},
                                           policy.EnvPolicy())

@@ -124,9 +124,6 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
     return found
 
 
-# The one cycle left (issue 11, "backend objects": the poller polls backend objects,
-# so base.py and status.py stop importing each other). Remove it then.
-KNOWN_CYCLES = [{"kernelyard.provisioners.base", "kernelyard.provisioners.status"}]
 
 
 def test_every_module_has_a_layer() -> None:
@@ -138,8 +135,8 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
     assert upward_imports(import_graph()) == []
 
 
-def test_no_import_cycle_but_the_known_one() -> None:
-    assert [c for c in cycles(import_graph()) if c not in KNOWN_CYCLES] == []
+def test_no_import_cycle() -> None:
+    assert cycles(import_graph()) == []
 
 
 def test_the_leaves_import_only_leaves() -> None:
