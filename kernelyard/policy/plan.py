@@ -33,7 +33,7 @@ class LaunchPlan:
     subject: Principal
     run_as: str
     kernel_name: str
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # may hold a client's secrets: never logged
     resources: Resources = field(default_factory=Resources)
 
 
