@@ -18,23 +18,20 @@ from typing import Any
 from jupyter_server.serverapp import DEFAULT_JUPYTER_SERVER_PORT, ServerApp
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
-from . import logredact, policy, startup_checks
+from . import logredact, policy, registry, startup_checks
 from ._version import __version__
 from .api.channels import GatewayChannelsConnection
 from .api.limits import GatewayHTTPServer
 from .api.routes import build_web_app
 from .audit import AuditLog, open_audit_log
-from .auth.api_tokens import ApiTokenAuthenticator
 from .auth.provider import GatewayIdentityProvider
-from .auth.token import SharedTokenAuthenticator
 from .callbacks import CallbackRegistry
 from .errors import ConfigError
 from .kernel import GatewayKernelManager
 from .kernelspecs import KernelyardKernelSpecManager
 from .manager import GatewayMappingKernelManager, GatewaySessionManager, LaunchRules
+from .provisioners.backend import BackendRegistry
 from .provisioners.base import RemoteProvisionerBase
-from .provisioners.local import LocalKernelProvisioner
-from .provisioners.ssh import SSHProvisioner
 from .store import StoreFactory
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
@@ -66,10 +63,10 @@ class KernelyardApp(ServerApp):
         kernelyard serve --KernelyardApp.authenticators=api-token --ip 0.0.0.0
         kernelyard generate-config
     """
-    subcommands: dict[str, Any] = {}
+    subcommands = Dict()  # traits, as in ServerApp: each app has its own tables
     default_services = ()  # type: ignore[assignment]  # every route is kernelyard's own
 
-    aliases = {
+    aliases = Dict({
         "ip": "KernelyardApp.ip",
         "port": "KernelyardApp.port",
         "port-retries": "KernelyardApp.port_retries",
@@ -81,14 +78,14 @@ class KernelyardApp(ServerApp):
         "client-ca": "KernelyardApp.client_ca",
         "max-kernels": "GatewayMappingKernelManager.max_kernels",
         "log-level": "KernelyardApp.log_level",
-    }
-    flags = {
+    })
+    flags = Dict({
         "debug": ({"Application": {"log_level": 10}}, "Log at debug level."),
         "allow-unauthenticated": (
             {"KernelyardApp": {"allow_unauthenticated": True}},
             "Serve without authentication on a non-loopback address (unsafe).",
         ),
-    }
+    })
 
     auth_token = Unicode(
         config=True,
@@ -385,20 +382,12 @@ class KernelyardApp(ServerApp):
         )
 
     def _classes_default(self) -> list[type]:  # type: ignore[override]
-        return [
-            KernelyardApp,
-            GatewayIdentityProvider,
-            SharedTokenAuthenticator,
-            ApiTokenAuthenticator,
-            GatewayMappingKernelManager,
-            GatewayKernelManager,
-            GatewayChannelsConnection,
-            LocalKernelProvisioner,
-            RemoteProvisionerBase,
-            SSHProvisioner,
-            StoreFactory,
-            CallbackRegistry,
-        ]
+        """The core classes, then every provisioner and authenticator of the entry points
+        (kernelyard.registry), so generate-config and --help-all list every setting."""
+        core = [KernelyardApp, GatewayIdentityProvider, GatewayMappingKernelManager,
+                GatewayKernelManager, GatewayChannelsConnection, RemoteProvisionerBase,
+                StoreFactory, CallbackRegistry]
+        return [*core, *(c for c in registry.configurable_classes() if c not in core)]
 
     @property  # type: ignore[override]
     def classes(self) -> list[type]:
@@ -517,6 +506,9 @@ class KernelyardApp(ServerApp):
                 self.log.info("Leaving %d remote kernel(s) running for the next gateway "
                               "process to re-adopt", len(kept))
         await super().cleanup_kernels()
+        registry = getattr(self.kernel_manager, "backends", None)
+        if isinstance(registry, BackendRegistry):  # every ssh connection, every HTTP client
+            await registry.teardown()
         await StoreFactory.instance().close()
         self.audit.close()
 
