@@ -40,7 +40,7 @@ class LaunchPlan:
     subject: Principal
     run_as: str
     kernel_name: str
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # may hold a client's secrets
     resources: Resources = field(default_factory=Resources)
     host: str = ""
 
