@@ -190,11 +190,13 @@ class KernelyardApp(ServerApp):
         key_trait=Unicode(),
         value_trait=Dict(),
         config=True,
-        help="Resource limits per group over request variables: {'*': "
+        help="The group level of the resource limits: {'*': "
         "{'KERNEL_DRIVER_MEMORY': '2g', 'KERNEL_NUM_EXECUTORS': 2}, 'analysts': "
-        "{'KERNEL_DRIVER_MEMORY': '8g'}}. '*' is everyone; the most generous limit among a "
-        "user's groups applies; names ending in MEMORY or _MEM are memory sizes, others "
-        "whole counts. A request above its limit gets 403 naming the limit.",
+        "{'KERNEL_MEMORY': '8g', 'KERNEL_GPUS': 1}}. '*' is everyone; the most generous "
+        "limit among a user's groups applies; keys are the resource variables, values follow "
+        "the one grammar of kernelyard.resources (512m, 1.5g, 2Gi; a list for KERNEL_QUEUE "
+        "and KERNEL_SPARK_CONF). A request above its limit gets 403 naming the limit; the "
+        "kernelspec level is each provisioner's resource_limits (docs/resources.md).",
     )
     max_kernels_per_user = Integer(
         None,

@@ -36,13 +36,14 @@ from ..errors import KernelStartFailed
 from ..kernel_log import tail_lines
 from ..policy import DEFAULT_SECRET_ENVS, base_env, is_gateway_secret, is_valid_username
 from ..usermap import DEFAULT_MIN_UID, RunAsRefused
+from .resource_settings import ResourceSettings
 
 HELPER_MODULE = "kernelyard.runas"
 HELPER_ENV_NAMES = ("LANG", "LC_ALL")
 MAX_REPLY = 65536
 
 
-class LocalKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
+class LocalKernelProvisioner(ResourceSettings, LocalProvisioner):  # type: ignore[misc,metaclass]
     """Runs a kernel as a child process of the gateway (or as its user, via a helper)."""
 
     log_dir = Unicode(

@@ -24,14 +24,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 from importlib.resources import as_file, files
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
 from ..errors import BackendUnavailable, ConfigError, InvalidRequest, KernelStartFailed
 from ..policy import DEFAULT_SECRET_ENVS, check_kernel_id, scrub_secrets
+from ..resources import Limit, Resources, parse_limits, parse_request
+from . import spark_submit
 from .base import RemoteProvisionerBase, launcher_args
-from .spark_request import SparkLimits, SparkResources, resources_for
+from .spark_submit import SparkDefaults
 from .status import EXITED, PENDING, RUNNING, BackendStatus
 from .yarn_rm import ResourceManager, YarnApp, rm_urls_from_hadoop_conf
 
@@ -41,6 +43,14 @@ _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 # An app that is not listed this long after submit is taken as never submitted.
 NOT_LISTED_GRACE_MS = 120_000
 ClusterKey = tuple[tuple[str, ...], str]  # (the RMs' URLs, the instance tag)
+_LEGACY_SETTINGS = {
+    "KERNEL_DRIVER_MEMORY": "YarnProvisioner.max_driver_memory",
+    "KERNEL_EXECUTOR_MEMORY": "YarnProvisioner.max_executor_memory",
+    "KERNEL_DRIVER_CORES": "YarnProvisioner.max_cores",
+    "KERNEL_EXECUTOR_CORES": "YarnProvisioner.max_cores",
+    "KERNEL_NUM_EXECUTORS": "YarnProvisioner.max_executors",
+    "KERNEL_SPARK_CONF": "YarnProvisioner.allowed_spark_conf",
+    "KERNEL_QUEUE": "YarnProvisioner.allowed_queues"}
 
 
 class YarnProvisioner(RemoteProvisionerBase):
@@ -85,18 +95,25 @@ class YarnProvisioner(RemoteProvisionerBase):
     num_executors = Integer(
         0, config=True, help="Fixed executors; 0 = dynamic allocation from zero executors."
     )
-    max_driver_memory = Unicode("4g", config=True, help="The most KERNEL_DRIVER_MEMORY may ask.")
+    max_driver_memory = Unicode(
+        "4g", config=True, help="The most KERNEL_MEMORY (KERNEL_DRIVER_MEMORY) may ask: the "
+        "kernelspec level's KERNEL_DRIVER_MEMORY limit (resource_limits overrides it).")
     max_executor_memory = Unicode(
-        "8g", config=True, help="The most KERNEL_EXECUTOR_MEMORY may ask."
-    )
-    max_cores = Integer(4, config=True, help="The most KERNEL_*_CORES may ask.")
-    max_executors = Integer(10, config=True, help="The most KERNEL_NUM_EXECUTORS may ask.")
+        "8g", config=True, help="The most KERNEL_EXECUTOR_MEMORY may ask (a spelling of "
+        "resource_limits' KERNEL_EXECUTOR_MEMORY, which overrides it).")
+    max_cores = Integer(
+        4, config=True, help="The most KERNEL_CPUS (KERNEL_DRIVER_CORES) and "
+        "KERNEL_EXECUTOR_CORES may ask (resource_limits overrides it).")
+    max_executors = Integer(
+        10, config=True, help="The most KERNEL_NUM_EXECUTORS may ask (resource_limits' "
+        "KERNEL_NUM_EXECUTORS overrides it).")
     spark_conf = Dict(
         value_trait=Unicode(), config=True, help="Spark conf every kernel of the spec gets."
     )
     allowed_spark_conf = List(
         Unicode(), ["spark.sql.*", "spark.dynamicAllocation.maxExecutors"], config=True,
-        help="Spark conf keys (glob patterns) a request may set in KERNEL_SPARK_CONF.",
+        help="Spark conf keys (glob patterns) a request may set in KERNEL_SPARK_CONF (a "
+        "spelling of resource_limits' KERNEL_SPARK_CONF, which overrides it).",
     )
     impersonate = Bool(
         True, config=True,
@@ -114,6 +131,7 @@ class YarnProvisioner(RemoteProvisionerBase):
         help="Extra environment variables for spark-submit on the gateway host.",
     )
 
+    supported_resources: ClassVar[frozenset[str]] = spark_submit.SUPPORTED
     _clients: dict[tuple[str, ...], ResourceManager] = {}
     _log_tails: dict[str, str] = {}
 
@@ -124,6 +142,24 @@ class YarnProvisioner(RemoteProvisionerBase):
 
     def run_as_owner_setting(self) -> str:
         return "YarnProvisioner.impersonate = True"
+
+    def kernelspec_limits(self, spec_name: str) -> dict[str, Limit]:
+        """``resource_limits`` over its older spellings (``max_driver_memory`` ...)."""
+        legacy: dict[str, Any] = {
+            "KERNEL_DRIVER_MEMORY": self.max_driver_memory,
+            "KERNEL_EXECUTOR_MEMORY": self.max_executor_memory,
+            "KERNEL_DRIVER_CORES": self.max_cores, "KERNEL_EXECUTOR_CORES": self.max_cores,
+            "KERNEL_NUM_EXECUTORS": self.max_executors,
+            "KERNEL_SPARK_CONF": list(self.allowed_spark_conf)}
+        if self.allowed_queues:
+            legacy["KERNEL_QUEUE"] = list(self.allowed_queues)
+        source = f"the limit of kernelspec '{spec_name}'"
+        return {**parse_limits(legacy, "YarnProvisioner", source, _LEGACY_SETTINGS),
+                **super().kernelspec_limits(spec_name)}
+
+    def check_resources(self, resources: Resources, who: str, spec_name: str) -> None:
+        super().check_resources(resources, who, spec_name)
+        spark_submit.check(resources)
 
     @default("hadoop_conf_dir")
     def _hadoop_conf_dir_default(self) -> str:
@@ -174,12 +210,13 @@ class YarnProvisioner(RemoteProvisionerBase):
                 f"kernelspec '{self.km.kernel_name}': spark_session 'none' needs Spark client "
                 "mode; in YARN cluster mode the application fails when its driver creates no "
                 "SparkContext within spark.yarn.am.waitTime")
-        resources = resources_for(self._default_resources(), self._limits(), env)
+        resources = self._resources(env)
+        queue = resources.queue or self.queue
         user = self._proxy_user(env)
         rm = self.rm_for()
-        await self._check_queue(rm, resources.queue)
+        await self._check_queue(rm, queue)
         yield {"tag": self._kernel_tag(), "instance_tag": self.instance_tag, "rm_urls": rm.urls,
-               "submitted_ms": int(time.time() * 1000), "queue": resources.queue, "user": user}
+               "submitted_ms": int(time.time() * 1000), "queue": queue, "user": user}
         with tempfile.TemporaryDirectory(prefix="kernelyard-submit-") as tmp:
             secrets_file = Path(tmp, SECRETS_NAME)
             fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -262,15 +299,22 @@ class YarnProvisioner(RemoteProvisionerBase):
 
     # ---- submit ----------------------------------------------------------------------
 
-    def _submit_argv(self, resources: SparkResources, user: str, secrets_file: Path,
+    def _resources(self, env: dict[str, str]) -> Resources:
+        """The launch plan's resources (the policy checked them); a kernel restarted
+        after a gateway restart has no plan, and its env was checked at its launch."""
+        plan = getattr(self.km, "plan", None)
+        resources = getattr(plan, "resources", None)
+        return resources if isinstance(resources, Resources) else parse_request(env)
+
+    def _submit_argv(self, resources: Resources, user: str, secrets_file: Path,
                      launcher: Path, argv: list[str]) -> list[str]:
-        spark_submit = Path(self.spark_home, "bin", "spark-submit")
-        cmd = [str(spark_submit), "--master", "yarn", "--deploy-mode", "cluster",
-               "--name", f"{self.km.kernel_name}-{self.kernel_id}", *resources.submit_args()]
+        defaults = self._defaults()
+        cmd = [str(Path(self.spark_home, "bin", "spark-submit")), "--master", "yarn",
+               "--deploy-mode", "cluster", "--name", f"{self.km.kernel_name}-{self.kernel_id}",
+               *spark_submit.submit_options(resources, defaults)]
         if user:
             cmd += ["--proxy-user", user]
-        conf = {**resources.dynamic_allocation_conf(), **self.spark_conf, **resources.conf,
-                **self._fixed_conf()}
+        conf = {**spark_submit.spark_conf(resources, defaults), **self._fixed_conf()}
         for key, value in conf.items():
             cmd += ["--conf", f"{key}={value}"]
         cmd += ["--files", f"{secrets_file}#{SECRETS_NAME}", str(launcher)]
@@ -331,18 +375,11 @@ class YarnProvisioner(RemoteProvisionerBase):
             raise InvalidRequest(f"KERNEL_USERNAME {user!r} is not a valid user name")
         return user
 
-    def _default_resources(self) -> SparkResources:
-        return SparkResources(
+    def _defaults(self) -> SparkDefaults:
+        return SparkDefaults(
             queue=self.queue, driver_memory=self.driver_memory, driver_cores=self.driver_cores,
             executor_memory=self.executor_memory, executor_cores=self.executor_cores,
-            num_executors=self.num_executors)
-
-    def _limits(self) -> SparkLimits:
-        return SparkLimits(
-            max_driver_memory=self.max_driver_memory,
-            max_executor_memory=self.max_executor_memory, max_cores=self.max_cores,
-            max_executors=self.max_executors, allowed_conf=tuple(self.allowed_spark_conf),
-            allowed_queues=tuple(self.allowed_queues))
+            num_executors=self.num_executors, conf=dict(self.spark_conf))
 
     def _kernel_tag(self) -> str:
         return f"kernelyard-kernel-{check_kernel_id(self.kernel_id)}"
