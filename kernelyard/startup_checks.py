@@ -35,6 +35,7 @@ from typing import Any
 from jupyter_client.provisioning import KernelProvisionerFactory
 
 from .errors import ConfigError
+from .provisioners.hooks import hooks_of
 from .provisioners.resource_settings import ResourceSettings
 
 SHARED_TOKEN = "token"  # noqa: S105 - the shared-token authenticator's name
@@ -154,11 +155,9 @@ def _account_of(app: Any, factory: Any, name: str, spec: Any, provisioner_name: 
         app.log.warning("Kernelspec %r: cannot build its provisioner %r (%s); counting its "
                         "kernels as sharing one account", name, provisioner_name, e)
         return SpecAccount(name, provisioner_name, True)
-    shares = getattr(provisioner, "kernels_share_account", None)
-    setting = getattr(provisioner, "run_as_owner_setting", None)
-    return SpecAccount(name, provisioner_name,
-                       shares_account=bool(shares()) if callable(shares) else True,
-                       run_as_setting=str(setting()) if callable(setting) else "",
+    hooks = hooks_of(provisioner)  # a provisioner that does not say: assume the worst
+    return SpecAccount(name, provisioner_name, shares_account=hooks.kernels_share_account(),
+                       run_as_setting=hooks.run_as_owner_setting(),
                        config_error=_limits_error(provisioner, name))
 
 
