@@ -290,11 +290,14 @@ def start_launcher(
 
 
 def copy_standalone(workdir: Path) -> Path:
-    """The launcher file alone, away from the kernelyard package."""
+    """The launcher file as it is shipped, away from the kernelyard package: alone but for
+    its Spark startup file beside it."""
     folder = workdir / "standalone"
     folder.mkdir(exist_ok=True)
     target = folder / "launcher.py"
     target.write_bytes(LAUNCHER_FILE.read_bytes())
+    (folder / "launcher_spark.py").write_bytes(LAUNCHER_FILE.with_name("launcher_spark.py")
+                                               .read_bytes())
     return target
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode
 
 from ..errors import InvalidRequest, KernelStartFailed
+from ..launcher import spark_startup_path, spark_startup_source
 from ..policy import check_kernel_id, is_valid_username
 from ..usermap import RunAsRefused
 from .base import RemoteProvisionerBase, launcher_args
@@ -317,17 +318,20 @@ class SSHProvisioner(RemoteProvisionerBase):
         Starts on one host (and login) ship one at a time: the others wait, then
         find it shipped.
         """
-        source = launcher_source()
-        digest = hashlib.sha256(source).hexdigest()[:16]
+        source, spark = launcher_source(), spark_startup_source()
+        digest = hashlib.sha256(source + spark).hexdigest()[:16]
         path = f"{self.remote_dir}/launcher-{digest}.py"
         # The path holds remote_dir, which kernelspecs may set apart, and the digest.
         shipped = (f"{host}:{self.port}:{self._login(user)[0]}:{user}", path)
         async with self._ship_locks.setdefault(shipped, asyncio.Lock()):
             if shipped not in self._shipped:
-                if self._sudo(user):
-                    await self._install_as(conn, host, user, path, source, digest)
-                else:
-                    await self._copy_launcher(conn, path, source)
+                # The Spark startup file first: a launcher in place has it beside it.
+                for target, data in ((spark_startup_path(path), spark), (path, source)):
+                    if self._sudo(user):
+                        await self._install_as(conn, host, user, target, data,
+                                               hashlib.sha256(data).hexdigest()[:16])
+                    else:
+                        await self._copy_launcher(conn, target, data)
                 self._shipped.add(shipped)
         return path
 

@@ -29,6 +29,7 @@ from typing import Any
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
 from ..errors import BackendUnavailable, ConfigError, InvalidRequest, KernelStartFailed
+from ..launcher import spark_startup_path
 from ..policy import DEFAULT_SECRET_ENVS, check_kernel_id, scrub_secrets
 from .base import RemoteProvisionerBase, launcher_args
 from .spark_request import SparkLimits, SparkResources, resources_for
@@ -273,7 +274,9 @@ class YarnProvisioner(RemoteProvisionerBase):
                 **self._fixed_conf()}
         for key, value in conf.items():
             cmd += ["--conf", f"{key}={value}"]
-        cmd += ["--files", f"{secrets_file}#{SECRETS_NAME}", str(launcher)]
+        # The Spark startup file lands beside the launcher, in the driver's working dir.
+        cmd += ["--files", f"{secrets_file}#{SECRETS_NAME},{spark_startup_path(str(launcher))}",
+                str(launcher)]
         cmd += ["--kernel-id", self.kernel_id, "--kernel-name", self.km.kernel_name,
                 "--secrets-file", SECRETS_NAME, "--spark-session", self.spark_session]
         return cmd + launcher_args(argv)

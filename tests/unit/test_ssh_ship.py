@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncssh
 
+from kernelyard.launcher import spark_startup_path, spark_startup_source
 from kernelyard.provisioners.ssh import SSHProvisioner, launcher_source
 
 
@@ -82,6 +83,11 @@ def _provisioner(remote_dir: str = "ky") -> SSHProvisioner:
     return SSHProvisioner(kernel_id=str(uuid.uuid4()), kernel_spec=None, remote_dir=remote_dir)
 
 
+def _shipped(path: str) -> dict[str, bytes]:
+    """What a host holds once the launcher at ``path`` is shipped: it and its Spark file."""
+    return {spark_startup_path(path): spark_startup_source(), path: launcher_source()}
+
+
 def _ship(conn: FakeConn, host: str, n: int) -> list[Any]:
     async def all_at_once() -> list[Any]:
         return await asyncio.gather(*(_provisioner()._ship_launcher(conn, host)
@@ -94,20 +100,21 @@ def test_concurrent_first_starts_on_a_host_ship_once_and_all_succeed() -> None:
     conn = FakeConn()
     paths = _ship(conn, f"host-{uuid.uuid4()}", 4)
     assert len(set(paths)) == 1 and isinstance(paths[0], str), paths
-    assert conn.files == {paths[0]: launcher_source()}  # no temporary file left
+    assert conn.files == _shipped(paths[0])  # no temporary file left
+    assert paths[0].startswith("ky/launcher-") and paths[0].endswith(".py")
 
 
 def test_a_copy_another_gateway_just_put_there_is_kept() -> None:
     conn = FakeConn()
-    source = launcher_source()
+    contents = {"_spark.py": spark_startup_source(), ".py": launcher_source()}
 
     def other_gateway() -> None:  # renames its own copy in place first
         path = next(p for p in conn.files if p.endswith(".tmp")).rsplit(".", 2)[0]
-        conn.files.setdefault(path, source)
+        conn.files.setdefault(path, next(c for end, c in contents.items() if path.endswith(end)))
 
     conn.before_rename = other_gateway
     [path] = _ship(conn, f"host-{uuid.uuid4()}", 1)
-    assert conn.files == {path: source}
+    assert conn.files == _shipped(path)
 
 
 def test_a_different_file_in_the_way_is_an_error() -> None:
@@ -132,4 +139,4 @@ def test_each_remote_dir_of_a_host_gets_the_launcher() -> None:
 
     paths = asyncio.run(one_then_the_other())
     assert [p.split("/")[0] for p in paths] == ["a", "b"]
-    assert conn.files == {p: launcher_source() for p in paths}
+    assert conn.files == {**_shipped(paths[0]), **_shipped(paths[1])}
