@@ -15,8 +15,10 @@ The gateway imports these wire helpers (keep their names and behaviour stable):
     hex HMAC-SHA256 of a control request body.
 ``control_request_body(action, **fields) -> bytes``
     a compact JSON control request with a fresh ``ts`` and ``nonce``.
-``CALLBACK_FIELDS``
-    the exact callback fields, name -> type.
+``CALLBACK_FIELDS``, ``KERNEL_PORT_NAMES``, ``CALLBACK_PORT_NAMES``, ``LAUNCHER_PORT``
+    the exact callback fields (name -> type) and the port names among them.
+``CONTROL_PATH``, ``SIGNATURE_HEADER``
+    the control endpoint's path and the header that carries a request's signature.
 ``parse_port_range(text) -> (lo, hi) | None``
     parses ``LO..HI``.
 ``verify_control(key, body, signature, now, seen_nonces) -> dict``
@@ -60,28 +62,29 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple, cast
 
+# The protocol's names, defined here only (the gateway imports them from this file).
+# The kernel's five ports, as jupyter's connection file names them.
+KERNEL_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+LAUNCHER_PORT = "launcher_port"  # the launcher's control endpoint
+# Every port the callback reports.
+CALLBACK_PORT_NAMES = (*KERNEL_PORT_NAMES, LAUNCHER_PORT)
+# The exact fields of the callback, name -> type.
 CALLBACK_FIELDS: dict[str, type] = {
     "kernel_id": str,
     "ip": str,
     "hostname": str,
-    "shell_port": int,
-    "iopub_port": int,
-    "stdin_port": int,
-    "control_port": int,
-    "hb_port": int,
-    "launcher_port": int,
+    **{name: int for name in CALLBACK_PORT_NAMES},
     "pid": int,
     "pgid": int,
 }
-KERNEL_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 SECRET_ENVS = {
     "key": "KERNELYARD_KERNEL_KEY",
     "token": "KERNELYARD_CALLBACK_TOKEN",
     "callback_url": "KERNELYARD_CALLBACK_URL",
 }
 CURVE_FIELDS = ("curve_publickey", "curve_secretkey")
-SIGNATURE_HEADER = "X-Kernelyard-Signature"
-CONTROL_PATH = "/control"
+SIGNATURE_HEADER = "X-Kernelyard-Signature"  # of a control request: sign(key, body)
+CONTROL_PATH = "/control"  # the path of the launcher's control endpoint
 MAX_CLOCK_SKEW = 60.0  # seconds a control request's ts may be off our clock
 NONCE_MEMORY = 120.0  # seconds a nonce is remembered
 DEFAULT_GRACE = 5.0
@@ -680,7 +683,7 @@ class Launcher:
     def run(self) -> int:
         control_sock = bind_ports(self.options.ip, 1, self.options.port_range)[0]
         control_sock.listen(16)
-        self.ports["launcher_port"] = port_of(control_sock)
+        self.ports[LAUNCHER_PORT] = port_of(control_sock)
         server = ControlServer(control_sock, self)
         thread = threading.Thread(target=server.serve_forever, name="control", daemon=True)
         thread.start()

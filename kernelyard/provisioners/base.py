@@ -42,12 +42,19 @@ from traitlets import Bool, Float, List, Unicode
 
 from ..callbacks import CallbackRegistry
 from ..errors import KernelStartFailed
+from ..launcher import (
+    CONTROL_PATH,
+    KERNEL_PORT_NAMES,
+    LAUNCHER_PORT,
+    SIGNATURE_HEADER,
+    control_request_body,
+    sign,
+)
 from ..policy import is_gateway_secret
 from ..store import StoreFactory
 from ..store.base import KernelRecord
 from .status import BackendStatus, StatusPoller
 
-KERNEL_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 LAUNCHER_NAME = "kernelyard-launcher"
 
 
@@ -350,7 +357,7 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
                     signature_scheme="hmac-sha256", kernel_name=self.km.kernel_name,
                     **self._curve)
         self.state.update(hostname=report["hostname"], ip=report["ip"], pid=report["pid"],
-                          pgid=report["pgid"], launcher_port=report["launcher_port"])
+                          pgid=report["pgid"], launcher_port=report[LAUNCHER_PORT])
         return cast(KernelConnectionInfo, info)
 
     def _public_connection(self) -> dict[str, Any]:
@@ -359,8 +366,6 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     async def _control(self, action: str, **fields: Any) -> dict[str, Any]:
         """A signed request to the launcher's control endpoint."""
-        from ..launcher import control_request_body, sign
-
         ip, port = self.state.get("ip"), self.state.get("launcher_port")
         if not ip or not port:
             raise KernelStartFailed(f"kernel {self.kernel_id} has no launcher to control")
@@ -368,8 +373,8 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         key = self.km.session.key
         try:
             response = await AsyncHTTPClient().fetch(
-                f"http://{ip}:{port}/control", method="POST", body=body,
-                headers={"X-Kernelyard-Signature": sign(key, body),
+                f"http://{ip}:{port}{CONTROL_PATH}", method="POST", body=body,
+                headers={SIGNATURE_HEADER: sign(key, body),
                          "Content-Type": "application/json"},
                 request_timeout=10,
             )
