@@ -59,7 +59,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType
 from typing import Any, NamedTuple, cast
 
 # The protocol's names, defined here only (the gateway imports them from this file).
@@ -251,8 +253,8 @@ class Secrets(NamedTuple):
     key: str
     token: str
     callback_url: str
-    env: dict[str, str] = {}
-    curve: dict[str, str] = {}  # the kernel's CurveZMQ keypair, when the gateway asks for it
+    env: Mapping[str, str] = MappingProxyType({})  # read-only: a default is shared
+    curve: Mapping[str, str] = MappingProxyType({})  # the kernel's CurveZMQ keypair, if asked
 
 
 class UsageError(Exception):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 import urllib.parse
 import urllib.request
@@ -15,21 +14,21 @@ from typing import Any
 
 import pytest
 
-from tests.realparts import state_env
+from tests import realparts
 
-STATE = Path(os.environ.get("KY_YARN_STATE", "/tmp/kernelyard-yarn"))
+STATE = realparts.state("yarn")
 KILL_TIMEOUT = 60
 ACTIVE = "NEW,NEW_SAVING,SUBMITTED,ACCEPTED,RUNNING"
 
 
 @pytest.fixture(scope="module")
 def yarn() -> dict[str, str]:
-    env = state_env(STATE / "env", "bash ci/yarn/install.sh && bash ci/yarn/start.sh")
+    env = realparts.env("yarn")
     try:
         rm(env, "/ws/v1/cluster/info")
     except OSError as e:
-        pytest.fail(f"the ResourceManager at {env['KY_YARN_RM_URL']} does not answer ({e}): "
-                    "restart it with `bash ci/yarn/stop.sh && bash ci/yarn/start.sh`")
+        realparts.missing("yarn", f"the ResourceManager at {env['KY_YARN_RM_URL']} does not "
+                          f"answer ({e})")
     return env
 
 

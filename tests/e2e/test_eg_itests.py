@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import realparts
 from tests.gateway import Gateway, start_gateway
 from tests.integration.test_yarn_kernels import _install_spec
 from tests.kernelspecs import IPYKERNEL, write_spec
@@ -46,7 +47,7 @@ OWNER = "alice"
 
 def _itests() -> Path:
     if not (ITESTS / "test_python_kernel.py").is_file():
-        pytest.fail(f"EG's itests are missing in {ITESTS_ROOT}: run `bash ci/eg-itests/install.sh`")
+        realparts.missing("eg-itests", f"EG's itests are missing in {ITESTS_ROOT}")
     return ITESTS
 
 

@@ -7,7 +7,6 @@ HMAC-signed JSON in clear text; with it, neither appears.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -16,13 +15,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import realparts
 from tests.gateway import Gateway, start_gateway
 from tests.realparts import ssh_hosts
 
 ETH_P_ALL = 0x0003
 CODE = "print('ky-' + 'clear' + '-marker')"
 # A venv every user can run, with an ipykernel that reads CurveZMQ keys (ci/kernel-venv.sh).
-KERNEL_PYTHON = os.environ.get("KY_KERNEL_VENV", "/opt/kernelyard/kernel-venv") + "/bin/python"
+KERNEL_PYTHON = str(realparts.KERNEL_VENV / "bin" / "python")
 
 
 class Capture:
@@ -62,8 +62,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     hosts = ssh_hosts()
     root = tmp_path_factory.mktemp("curve")
     h1 = hosts["KY_SSH_HOSTS"].split(",")[0]
-    if not os.access(KERNEL_PYTHON, os.X_OK):
-        pytest.fail(f"{KERNEL_PYTHON} is missing: run `bash ci/kernel-venv.sh`")
+    realparts.need("kernel-venv")
     for name, extra in (("ssh_clear", []), ("ssh_curve", ["--curve"])):
         subprocess.run([sys.executable, "-m", "kernelyard.cli.main", "kernelspec", "install",
                         "ssh", "--name", name, "--hosts", h1, "--python", KERNEL_PYTHON,

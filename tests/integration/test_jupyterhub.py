@@ -35,12 +35,10 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 from kernelyard.auth.jupyterhub import JupyterHubAuthenticator, fingerprint, grants
 from kernelyard.auth.principal import Principal
 from kernelyard.errors import BackendUnavailable, ConfigError, Forbidden
+from tests import realparts
 from tests.gateway import LISTENING, Gateway, KernelSocket, free_port, start_gateway, stop_process
 from tests.kernelspecs import write_spec
-from tests.realparts import state_env
 
-STATE = Path(os.environ.get("KY_HUB_STATE", "/tmp/kernelyard-jupyterhub"))
-START = "bash ci/jupyterhub/install.sh && bash ci/jupyterhub/start.sh"
 SHARED = "shared-test-token"
 
 
@@ -104,12 +102,11 @@ class Hub:
 
 @pytest.fixture(scope="module")
 def hub() -> Hub:
-    found = Hub(state_env(STATE / "env", START))
+    found = Hub(realparts.env("jupyterhub"))
     try:
         status, model = found.api("GET", "/user")
     except OSError as e:
-        pytest.fail(f"JupyterHub at {found.api_url} does not answer ({e}): restart it with "
-                    "`bash ci/jupyterhub/stop.sh && bash ci/jupyterhub/start.sh`")
+        realparts.missing("jupyterhub", f"JupyterHub at {found.api_url} does not answer ({e})")
     assert status == 200 and model["name"] == "kernelyard-ci", (status, model)
     return found
 

@@ -24,9 +24,7 @@ from kernelyard.auth.kerberos import KerberosAuthenticator, www_authenticate
 from kernelyard.auth.principal import Principal
 from kernelyard.auth.spnego import accept_negotiate, negotiate_header, principal_to_user
 from kernelyard.errors import ConfigError, Unauthorized
-from tests.realparts import state_env
-
-STATE = Path(os.environ.get("KY_KDC_STATE", "/tmp/kernelyard-kdc"))
+from tests import realparts
 
 
 class Hidden(str):
@@ -46,7 +44,7 @@ class HiddenBytes(bytes):
 @pytest.fixture(scope="module")
 def kdc() -> Iterator[dict[str, str]]:
     """The KDC's env file, with KRB5_CONFIG set for this module."""
-    env = state_env(STATE / "env", "bash ci/kdc/install.sh && bash ci/kdc/start.sh")
+    env = realparts.env("kdc")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KRB5_CONFIG", env["KRB5_CONFIG"])
         yield env

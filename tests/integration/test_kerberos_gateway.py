@@ -19,15 +19,13 @@ from pathlib import Path
 import pytest
 import websocket
 
+from tests import realparts
 from tests.gateway import Gateway, start_gateway
-from tests.realparts import state_env
-
-STATE = Path("/tmp/kernelyard-kdc")
 
 
 @pytest.fixture(scope="module")
 def kdc() -> dict[str, str]:
-    return state_env(STATE / "env", "bash ci/kdc/install.sh && bash ci/kdc/start.sh")
+    return realparts.env("kdc")
 
 
 @pytest.fixture(scope="module")

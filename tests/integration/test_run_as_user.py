@@ -24,11 +24,12 @@ from typing import Any
 
 import pytest
 
+from tests import realparts
 from tests.gateway import Gateway, free_port, start_gateway, stop_process
 from tests.procs import children_of, wait_gone
 from tests.realparts import ssh_hosts
 
-USERS_STATE = Path(os.environ.get("KY_USERS_STATE", "/tmp/kernelyard-users"))
+USERS_STATE = realparts.state("users")
 USER_PY = "/usr/bin/python3"  # readable by every user (the gateway's venv is under /root)
 KERNEL = [USER_PY, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 RUNTIME = ".local/share/jupyter/runtime"
@@ -51,12 +52,7 @@ REPORT = (
 
 
 def _users_ready() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("the run-as tests start kernels as other users: run them as root")
-    if not (USERS_STATE / "env").exists():
-        pytest.fail("the run-as users are missing: run `bash ci/users.sh` (as root)")
-    for name in ("alice", "bob"):
-        pwd.getpwnam(name)
+    realparts.need("root", "users")
 
 
 def _spec(root: Path, name: str, argv: list[str], provisioner: str, **config: Any) -> None:

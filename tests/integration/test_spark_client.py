@@ -9,7 +9,6 @@ on PYTHONPATH.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,18 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from tests import yarncluster
+from tests import realparts, yarncluster
 from tests.gateway import Gateway, start_gateway
-from tests.realparts import ssh_hosts, state_env
+from tests.realparts import ssh_hosts
 
-SPARK_STATE = Path(os.environ.get("KY_SPARK_STATE", "/tmp/kernelyard-spark"))
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
 def parts() -> dict[str, str]:
-    return {**ssh_hosts(),
-            **state_env(SPARK_STATE / "env", "bash ci/spark-standalone/start.sh")}
+    return {**ssh_hosts(), **realparts.env("spark-standalone")}
 
 
 def install_client_spec(root: Path, parts: dict[str, str], name: str, master: str,
@@ -100,7 +97,7 @@ def test_client_mode_driver_on_an_ssh_host(gw: Gateway, parts: dict[str, str]) -
 @pytest.fixture(scope="module")
 def yarn_client(root: Path, parts: dict[str, str], yarn: dict[str, str]) -> dict[str, str]:
     """EG's spark_python_yarn_client: the driver on the ssh host, executors on YARN."""
-    served = state_env(yarncluster.STATE / "ssh-hosts.env", "bash ci/yarn/serve-ssh-hosts.sh")
+    served = realparts.env("yarn-ssh-hosts")
     bridge = parts["KY_SSH_GATEWAY_IP"]
     install_client_spec(root, parts, "spark_python_yarn_client", "yarn", {
         # The jars are on the NodeManager's disk already: nothing big to upload.

@@ -12,21 +12,19 @@ install's own pyspark.zip and py4j zip on PYTHONPATH (readable by everyone).
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import time
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.realparts import ssh_hosts, state_env
+from tests import realparts
+from tests.realparts import ssh_hosts
 
-SPARK_STATE = Path(os.environ.get("KY_SPARK_STATE", "/tmp/kernelyard-spark"))
 REMOTE_PY = "/usr/bin/python3"
 RUN_TIMEOUT = 240  # seconds per driver run; about 10-25 s on two busy cores
 
@@ -86,21 +84,20 @@ def _master_json(spark: dict[str, str]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def spark(hosts: dict[str, str]) -> dict[str, str]:
-    env = state_env(SPARK_STATE / "env", "bash ci/spark-standalone/start.sh")
+    env = realparts.env("spark-standalone")
     try:
         state = _master_json(env)
     except OSError as e:
-        pytest.fail(f"the Spark master's web UI {env['KY_SPARK_MASTER_WEBUI_URL']} does not "
-                    f"answer ({e}): restart it with `bash ci/spark-standalone/stop.sh && "
-                    "bash ci/spark-standalone/start.sh`")
+        realparts.missing("spark-standalone", f"the Spark master's web UI "
+                          f"{env['KY_SPARK_MASTER_WEBUI_URL']} does not answer ({e})")
     alive = [w for w in state["workers"] if w["state"] == "ALIVE"]
     if not alive:
-        pytest.fail(f"the Spark master has no ALIVE worker: {state['workers']}; "
-                    "see `bash ci/spark-standalone/logs.sh`")
+        realparts.missing("spark-standalone", f"the Spark master has no ALIVE worker: "
+                          f"{state['workers']} (see `bash ci/spark-standalone/logs.sh`)")
     if env["KY_SPARK_MASTER_HOST"] != hosts["KY_SSH_GATEWAY_IP"]:
-        pytest.fail(f"the Spark master is bound on {env['KY_SPARK_MASTER_HOST']}, not on the "
-                    f"ssh hosts' bridge {hosts['KY_SSH_GATEWAY_IP']} (ssh hosts restarted "
-                    "since?): restart ci/spark-standalone")
+        realparts.missing("spark-standalone", f"the Spark master is bound on "
+                          f"{env['KY_SPARK_MASTER_HOST']}, not on the ssh hosts' bridge "
+                          f"{hosts['KY_SSH_GATEWAY_IP']} (ssh hosts restarted since?)")
     return env
 
 

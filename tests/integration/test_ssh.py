@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import realparts
 from tests.gateway import Gateway, start_gateway
 from tests.procs import alive, wait_gone
 from tests.realparts import ssh_hosts
@@ -34,7 +35,7 @@ def _down_host(env: dict[str, str]) -> str:
 def hosts() -> dict[str, str]:
     env = ssh_hosts()
     if len(env["KY_SSH_HOSTS"].split(",")) < 3:
-        pytest.fail("the SSH tests need 3 hosts: `bash ci/ssh-hosts/start.sh 3`")
+        realparts.missing("ssh-hosts", f"the SSH tests need 3 hosts, not {env['KY_SSH_HOSTS']}")
     return env
 
 
