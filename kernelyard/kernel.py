@@ -22,6 +22,7 @@ from traitlets import Float, Integer
 
 from .errors import KernelStartFailed
 from .launch_plan import LaunchPlan
+from .launcher import KERNEL_PORT_NAMES
 from .provisioners.hooks import hooks_of
 
 # KernelManager._async_start_kernel is wrapped by in_pending_state (functools.wraps).
@@ -254,7 +255,7 @@ class GatewayKernelManager(ServerKernelManager):
 
     async def _relaunch_on_new_ports(self) -> dict[str, Any]:
         self.provisioner = None
-        for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
+        for name in KERNEL_PORT_NAMES:
             setattr(self, name, 0)
         self._connection_file_written = False
         launch_args: dict[str, Any] = dict(self._launch_args or {})

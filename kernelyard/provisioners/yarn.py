@@ -26,6 +26,7 @@ from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
 from ..errors import BackendUnavailable, ConfigError, InvalidRequest
 from ..identity import check_kernel_id, is_valid_username
+from ..launcher import spark_startup_path
 from ..resources import Limit, Resources, parse_limits, parse_request
 from . import spark_submit
 from .backend import Backend
@@ -260,7 +261,9 @@ class YarnProvisioner(RemoteProvisionerBase):
         conf = {**spark_submit.spark_conf(resources, defaults), **self._fixed_conf()}
         for key, value in conf.items():
             cmd += ["--conf", f"{key}={value}"]
-        cmd += ["--files", f"{secrets_file}#{SECRETS_NAME}", str(launcher)]
+        # The Spark startup file lands beside the launcher, in the driver's working dir.
+        cmd += ["--files", f"{secrets_file}#{SECRETS_NAME},{spark_startup_path(str(launcher))}",
+                str(launcher)]
         cmd += ["--kernel-id", self.kernel_id, "--kernel-name", self.km.kernel_name,
                 "--secrets-file", SECRETS_NAME, "--spark-session", self.spark_session]
         return cmd + launcher_args(argv)
