@@ -197,16 +197,6 @@ def start_jupyter(
     raise RuntimeError(f"jupyter {app} did not start (exit {proc.returncode}):\n{jp.log()}")
 
 
-def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2) -> Any:
-    """Poll ``predicate()`` until it returns something truthy; return that (or the last)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
 def gateway_kernel_ids(gateway: Gateway) -> set[str]:
     status, kernels, _ = gateway.request("GET", "/api/kernels")
     assert status == 200, (status, kernels)

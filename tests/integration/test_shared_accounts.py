@@ -29,8 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway import Gateway, free_port, start_gateway
-from tests.integration.test_isolation import issue
+from tests.gateway import Gateway, free_port, issue, start_gateway
 from tests.integration.test_run_as_user import (
     KERNEL,
     USERS_STATE,
