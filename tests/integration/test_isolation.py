@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import websocket
 
+from tests import realparts
 from tests.gateway import Gateway, audit_lines, issue, start_gateway, wait_for_audit
 from tests.kernelspecs import IPYKERNEL, make_test_kernelspecs, write_spec
 from tests.realparts import ssh_hosts
@@ -415,9 +416,7 @@ def test_the_owner_survives_a_gateway_restart(tmp_path: Path) -> None:
                    "hosts": [hosts["KY_SSH_HOSTS"].split(",")[0]]}}})
     args = ("--KernelyardApp.authenticators=api-token", "--KernelyardApp.authenticators=token",
             "--ip", hosts["KY_SSH_GATEWAY_IP"],
-            f"--SSHProvisioner.username={hosts['KY_SSH_USER']}",
-            f"--SSHProvisioner.client_keys={hosts['KY_SSH_KEY']}",
-            f"--SSHProvisioner.known_hosts={hosts['KY_SSH_KNOWN_HOSTS']}",
+            *realparts.ssh_login_args(hosts),
             "--SSHProvisioner.poll_interval=1")
     env = {"JUPYTER_PATH": str(tmp_path / "jupyter")}
     first = start_gateway(tmp_path, *args, env=env)

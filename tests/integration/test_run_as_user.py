@@ -26,8 +26,8 @@ import pytest
 
 from tests import realparts
 from tests.gateway import Gateway, free_port, start_gateway, stop_process
+from tests.kernelspecs import provisioner_spec as _spec
 from tests.procs import children_of, pgrep, wait_gone
-from tests.realparts import ssh_hosts
 
 USERS_STATE = realparts.state("users")
 USER_PY = "/usr/bin/python3"  # readable by every user (the gateway's venv is under /root)
@@ -53,21 +53,6 @@ REPORT = (
 
 def _users_ready() -> None:
     realparts.need("root", "users")
-
-
-def _spec(root: Path, name: str, argv: list[str], provisioner: str, **config: Any) -> None:
-    folder = root / "kernels" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": argv, "display_name": name, "language": "python",
-            "interrupt_mode": "signal",
-            "metadata": {"kernel_provisioner": {"provisioner_name": provisioner,
-                                                "config": config}}}
-    (folder / "kernel.json").write_text(json.dumps(spec))
-
-
-@pytest.fixture(scope="module")
-def hosts() -> dict[str, str]:
-    return ssh_hosts()
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +105,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, hosts: dict[str, str],
     _spec(specs, "as_gateway", KERNEL, "kernelyard-local")
     h1, h2 = hosts["KY_SSH_HOSTS"].split(",")[:2]
     _spec(specs, "ssh_sudo", ["kernelyard-launcher", "--", *KERNEL], "kernelyard-ssh",
-          hosts=[h1, h2], user_mode="sudo", username=hosts["KY_SSH_USER"],
-          client_keys=[hosts["KY_SSH_KEY"]], known_hosts=hosts["KY_SSH_KNOWN_HOSTS"],
+          hosts=[h1, h2], user_mode="sudo", **realparts.ssh_login_config(hosts),
           poll_interval=1.0)
     _spec(specs, "ssh_login", ["kernelyard-launcher", "--", *KERNEL], "kernelyard-ssh",
           hosts=["127.0.0.1"], port=int(loopback_sshd["port"]), user_mode="login",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 from tests import realparts
 from tests.gateway import Gateway, start_gateway
+from tests.kernelspecs import provisioner_spec
 from tests.procs import alive, pgrep, wait_gone
 from tests.realparts import ssh_hosts
 
@@ -39,13 +39,8 @@ def hosts() -> dict[str, str]:
 
 
 def _spec(root: Path, name: str, hosts: list[str], argv: list[str], **config: object) -> None:
-    folder = root / "kernels" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": ["kernelyard-launcher", "--", *argv], "display_name": name,
-            "language": "python", "interrupt_mode": "signal",
-            "metadata": {"kernel_provisioner": {"provisioner_name": "kernelyard-ssh",
-                                                "config": {"hosts": hosts, **config}}}}
-    (folder / "kernel.json").write_text(json.dumps(spec))
+    provisioner_spec(root, name, ["kernelyard-launcher", "--", *argv], "kernelyard-ssh",
+                     hosts=hosts, **config)
 
 
 def _write_specs(root: Path, env: dict[str, str]) -> None:
@@ -91,9 +86,7 @@ def _start(root: Path, hosts: dict[str, str], *extra: str) -> Gateway:
         root,
         *extra,
         "--ip", hosts["KY_SSH_GATEWAY_IP"],
-        f"--SSHProvisioner.username={hosts['KY_SSH_USER']}",
-        f"--SSHProvisioner.client_keys={hosts['KY_SSH_KEY']}",
-        f"--SSHProvisioner.known_hosts={hosts['KY_SSH_KNOWN_HOSTS']}",
+        *realparts.ssh_login_args(hosts),
         "--SSHProvisioner.poll_interval=1",
         env={"JUPYTER_PATH": str(root / "jupyter")},
     )
