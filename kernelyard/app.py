@@ -18,23 +18,19 @@ from typing import Any
 from jupyter_server.serverapp import DEFAULT_JUPYTER_SERVER_PORT, ServerApp
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
-from . import logredact, policy, startup_checks
+from . import logredact, policy, registry, startup_checks
 from ._version import __version__
 from .api.channels import GatewayChannelsConnection
 from .api.limits import GatewayHTTPServer
 from .api.routes import build_web_app
 from .audit import AuditLog, open_audit_log
-from .auth.api_tokens import ApiTokenAuthenticator
 from .auth.provider import GatewayIdentityProvider
-from .auth.token import SharedTokenAuthenticator
 from .callbacks import CallbackRegistry
 from .errors import ConfigError
 from .kernel import GatewayKernelManager
 from .kernelspecs import KernelyardKernelSpecManager
 from .manager import GatewayMappingKernelManager, GatewaySessionManager, LaunchRules
 from .provisioners.base import RemoteProvisionerBase
-from .provisioners.local import LocalKernelProvisioner
-from .provisioners.ssh import SSHProvisioner
 from .store import StoreFactory
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
@@ -383,20 +379,12 @@ class KernelyardApp(ServerApp):
         )
 
     def _classes_default(self) -> list[type]:  # type: ignore[override]
-        return [
-            KernelyardApp,
-            GatewayIdentityProvider,
-            SharedTokenAuthenticator,
-            ApiTokenAuthenticator,
-            GatewayMappingKernelManager,
-            GatewayKernelManager,
-            GatewayChannelsConnection,
-            LocalKernelProvisioner,
-            RemoteProvisionerBase,
-            SSHProvisioner,
-            StoreFactory,
-            CallbackRegistry,
-        ]
+        """The core classes, then every provisioner and authenticator of the entry points
+        (kernelyard.registry), so generate-config and --help-all list every setting."""
+        core = [KernelyardApp, GatewayIdentityProvider, GatewayMappingKernelManager,
+                GatewayKernelManager, GatewayChannelsConnection, RemoteProvisionerBase,
+                StoreFactory, CallbackRegistry]
+        return [*core, *(c for c in registry.configurable_classes() if c not in core)]
 
     @property  # type: ignore[override]
     def classes(self) -> list[type]:

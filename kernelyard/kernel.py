@@ -65,17 +65,16 @@ class GatewayKernelManager(ServerKernelManager):
     async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
         """jupyter_client's start, without the 10 ms sleep its 'pending' wrapper adds.
 
-        A start that is cancelled (the client left, or its deadline passed) kills
-        what it launched through the provisioner (``_discard_failed_launch``) before
-        the cancellation goes on.
+        A start that fails (``KernelStartFailed``) frees what it launched here, as a
+        restart does; one that is cancelled (the client left, or its deadline passed)
+        is freed by the gateway's kernel manager, the one place for that
+        (``Starting._clean_up_failed_start``).
         """
         if self._attempted_start or not self._ready:
             self._ready = asyncio.get_running_loop().create_future()
         try:
             await _UNWRAPPED_START(self, **kw)
         except asyncio.CancelledError:
-            self.log.info("Kernel %s: start cancelled; killing what it launched", self.kernel_id)
-            await self._discard_failed_launch()
             self._ready.cancel()
             raise
         except Exception as e:

@@ -1,4 +1,5 @@
-"""The gateway's kernelspec manager: jupyter_client's, refusing EG remote kernelspecs.
+"""The gateway's kernelspec manager: jupyter_client's, refusing EG remote kernelspecs
+and kernelspecs whose backend's pip extra is missing.
 
 An Enterprise Gateway kernelspec for remote kernels names a process proxy
 (``metadata.process_proxy.class_name``: ``DistributedProcessProxy``,
@@ -14,6 +15,12 @@ EG's ``LocalProcessProxy`` runs the argv on the gateway host, as kernelyard
 does, and a ``process_proxy`` without a ``class_name`` is only a source of
 access lists (``metadata.process_proxy.config``, see ``kernelyard.policy``):
 those kernelspecs are served.
+
+A kernelspec whose backend needs a pip extra that is not installed (an ``ssh``
+kernelspec without ``kernelyard[ssh]``: ``KernelspecBackend.extra``) is refused
+the same way, with a message naming the kernelspec and the ``pip install``
+command: the gateway does not start with one, the listing omits one added later,
+and its use by name is a 500 (``ConfigError``: the gateway's install is at fault).
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
-from .errors import Forbidden, InvalidRequest
+from .errors import ConfigError, Forbidden, InvalidRequest
+from .provisioners.kernelspec_backend import missing_extra_message
 
 # EG's process proxies by their class's last name -> the kernelyard backend to use instead.
 LOCAL_PROXY = "LocalProcessProxy"
@@ -63,6 +71,13 @@ def eg_kernelspec_message(name: str, class_name: str) -> str:
             "Enterprise Gateway), and remove this one.")
 
 
+def missing_extra(name: str, metadata: Mapping[str, Any] | None) -> str | None:
+    """Why kernelspec ``name`` can't run for want of its backend's pip extra, or None."""
+    stanza = (metadata or {}).get("kernel_provisioner")
+    provisioner = stanza.get("provisioner_name") if isinstance(stanza, Mapping) else None
+    return missing_extra_message(name, provisioner) if isinstance(provisioner, str) else None
+
+
 class KernelyardKernelSpecManager(KernelSpecManager):  # type: ignore[misc]
     """Lists and finds kernelspecs as jupyter_client does, refusing EG remote kernelspecs."""
 
@@ -72,13 +87,19 @@ class KernelyardKernelSpecManager(KernelSpecManager):  # type: ignore[misc]
 
     def refused_kernelspecs(self) -> dict[str, str]:
         """name -> why, for every kernelspec found that the gateway refuses."""
-        return {name: eg_kernelspec_message(name, class_name)
-                for name, (_, class_name) in self._all_specs().items() if class_name}
+        refused = {}
+        for name, (info, class_name) in self._all_specs().items():
+            why = (eg_kernelspec_message(name, class_name) if class_name
+                   else missing_extra(name, info["spec"].get("metadata")))
+            if why:
+                refused[name] = why
+        return refused
 
     def get_all_specs(self) -> dict[str, Any]:
         """Every kernelspec (as jupyter_client lists them) but the refused ones."""
         return {name: info for name, (info, class_name) in self._all_specs().items()
-                if not class_name and not self._refusal(name, info)}
+                if not class_name and not missing_extra(name, info["spec"].get("metadata"))
+                and not self._refusal(name, info)}
 
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
         """The kernelspec; ``InvalidRequest`` (400) naming the replacement for a refused one."""
@@ -86,6 +107,9 @@ class KernelyardKernelSpecManager(KernelSpecManager):  # type: ignore[misc]
         class_name = eg_process_proxy(spec.metadata)
         if class_name is not None:
             raise InvalidRequest(eg_kernelspec_message(kernel_name, class_name))
+        missing = missing_extra(kernel_name, spec.metadata)
+        if missing:
+            raise ConfigError(missing)
         why = self.refuse(kernel_name, spec) if self.refuse else None
         if why:
             raise Forbidden(why)

@@ -15,7 +15,8 @@ Whom kernels run as must fit how callers are identified:
   but then a kernelspec whose kernels change OS or cluster identity (run as
   their owner) would let anyone who reaches the port run code as anyone: the
   gateway refuses to start.
-- Enterprise Gateway remote kernelspecs are refused (``kernelyard.kernelspecs``).
+- Enterprise Gateway remote kernelspecs, and kernelspecs whose backend's pip extra
+  is not installed, are refused (``kernelyard.kernelspecs``).
 
 ``plan_checks`` is a pure function of what was found; ``kernelspec_accounts``
 asks each kernelspec's provisioner, built exactly as a launch builds it (the

@@ -13,7 +13,7 @@ validation, the ``list_kernels`` gate, and who may do what:
   the quotas); sessions run on behalf of the caller (``acting_as``).
 
 Every request fills in an audit event (``audit_event``), written when it ends
-(``kernelyard.api.errors``).
+(``kernelyard.api.base``). The route table is ``kernelyard.api.routes``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 import jupyter_server
 from jupyter_client.jsonutil import json_default
 from jupyter_core.utils import ensure_async
-from jupyter_server.auth.decorator import allow_unauthenticated, authorized
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.kernelspecs.handlers import KernelSpecResourceHandler
 from jupyter_server.services.kernels import handlers as kernels
@@ -42,11 +42,9 @@ from .._version import __version__
 from ..audit import OK, AuditEvent, where_of
 from ..auth.principal import Principal
 from ..auth.provider import principal_of
-from ..callbacks import CALLBACK_PATH, CallbackRegistry
 from ..errors import ClientLeft, Forbidden, InvalidRequest, NotFound
 from ..manager import Caller, acting_as
-from .errors import GatewayHandlerMixin, content_length
-from .spec import SpecHandler
+from .base import GatewayHandlerMixin
 
 T = TypeVar("T")
 
@@ -482,66 +480,3 @@ class NotFoundHandler(GatewayHandlerMixin, APIHandler):
 
     async def prepare(self, **kwargs: Any) -> None:
         raise NotFound(f"no such resource: {self.request.path}")
-
-
-_KERNEL_ID = r"(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)"
-_SESSION_ID = r"(?P<session_id>\w+-\w+-\w+-\w+-\w+)"
-_KERNEL_NAME = r"(?P<kernel_name>[\w\.\-%]+)"
-
-default_handlers: list[tuple[str, type, dict[str, Any]] | tuple[str, type]] = [
-    (r"/api", VersionHandler),
-    (r"/api/swagger\.(?P<fmt>yaml|json)", SpecHandler),
-    (r"/api/kernels", MainKernelHandler),
-    (rf"/api/kernels/{_KERNEL_ID}", KernelHandler),
-    (rf"/api/kernels/{_KERNEL_ID}/(?P<action>restart|interrupt)", KernelActionHandler),
-    (rf"/api/kernels/{_KERNEL_ID}/channels", ChannelsHandler),
-    (r"/api/kernelspecs", MainKernelSpecHandler),
-    (rf"/api/kernelspecs/{_KERNEL_NAME}/?", KernelSpecHandler),
-    (rf"/kernelspecs/{_KERNEL_NAME}/(?P<path>.*)", KernelSpecResourceFileHandler),
-    (r"/api/sessions", SessionRootHandler),
-    (rf"/api/sessions/{_SESSION_ID}", SessionHandler),
-]
-
-
-# A launcher's report is < 1 KiB; the launcher's control endpoint has the same limit.
-MAX_CALLBACK_BODY = 64 * 1024
-
-
-@web.stream_request_body
-class CallbackHandler(GatewayHandlerMixin, APIHandler):
-    """``POST /kernelyard/callback/{id}``: a launcher reports its ports.
-
-    Authenticated by the one-time token of that kernel start, not by a user. The
-    endpoint needs no login, so the body is read only once its size and the token
-    passed (``prepare``): a body over ``MAX_CALLBACK_BODY`` is a 413 at once, a bad
-    token a 403, and neither is read.
-    """
-
-    async def prepare(self, **kwargs: Any) -> None:
-        """The size and the token, before the body: no user authentication here."""
-        self._chunks: list[bytes] = []
-        if content_length(self.request.headers) > MAX_CALLBACK_BODY:
-            raise web.HTTPError(413, f"a callback body is at most {MAX_CALLBACK_BODY} bytes")
-        connection: Any = self.request.connection
-        connection.set_max_body_size(MAX_CALLBACK_BODY)  # a chunked body too
-        if self.request.method == "POST":
-            CallbackRegistry.instance().check_token(self.path_kwargs["kernel_id"], self._token())
-
-    def data_received(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-
-    def _token(self) -> str:
-        header = self.request.headers.get("Authorization", "")
-        return header[len("Bearer "):] if header.startswith("Bearer ") else ""
-
-    @allow_unauthenticated
-    async def post(self, kernel_id: str) -> None:
-        try:
-            payload = json.loads(b"".join(self._chunks) or b"null")
-        except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep
-            payload = None
-        CallbackRegistry.instance().fulfil(kernel_id, self._token(), payload)
-        self.finish({})
-
-
-default_handlers.append((rf"/{CALLBACK_PATH}/{_KERNEL_ID}", CallbackHandler))

@@ -13,7 +13,7 @@ pauses happened since), and the idle connections are closed by tornado's
 The timeouts and body limits are ``KernelyardApp`` settings
 (``idle_connection_timeout``, ``body_timeout``, ``max_body_size``,
 ``max_buffer_size``); the body limit per request is checked in
-``kernelyard.api.errors.GatewayHandlerMixin`` after authentication and before
+``kernelyard.api.base.GatewayHandlerMixin`` after authentication and before
 the body is read.
 """
 

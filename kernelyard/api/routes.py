@@ -6,7 +6,8 @@ trailing-slash redirect), the contents manager's ``/files``, the identity
 provider's ``/login`` and ``/logout``, and tornado's static handlers
 (``/static``, ``/favicon.ico``, ``/robots.txt``). ``GatewayWebApplication``
 keeps its settings (the managers every handler reads) but builds the route
-table from ``kernelyard.api.handlers.default_handlers`` only, prefixed with
+table from ``ROUTES`` only (the handlers of ``kernelyard.api.handlers``,
+``.spec`` and ``.callback``), prefixed with
 ``base_url``, and ends it with ``NotFoundHandler``: any other path, with any
 method, is a JSON 404 before authentication. The routes are documented in
 ``kernelyard/api/openapi.yaml`` (tests/unit/test_routes.py compares the two).
@@ -19,7 +20,22 @@ from typing import Any
 from jupyter_server.serverapp import ServerWebApplication
 from jupyter_server.utils import url_path_join
 
-from .handlers import NotFoundHandler, default_handlers
+from ..callbacks import CALLBACK_PATH
+from .callback import CallbackHandler
+from .handlers import (
+    ChannelsHandler,
+    KernelActionHandler,
+    KernelHandler,
+    KernelSpecHandler,
+    KernelSpecResourceFileHandler,
+    MainKernelHandler,
+    MainKernelSpecHandler,
+    NotFoundHandler,
+    SessionHandler,
+    SessionRootHandler,
+    VersionHandler,
+)
+from .spec import SpecHandler
 
 # Settings of jupyter_server's that would mount or serve something kernelyard does not.
 _UNSERVED_SETTINGS = ("static_path", "static_custom_path", "static_handler_class",
@@ -27,10 +43,31 @@ _UNSERVED_SETTINGS = ("static_path", "static_custom_path", "static_handler_class
                       "login_url")
 
 
+_KERNEL_ID = r"(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)"
+_SESSION_ID = r"(?P<session_id>\w+-\w+-\w+-\w+-\w+)"
+_KERNEL_NAME = r"(?P<kernel_name>[\w\.\-%]+)"
+
+# The route table: (path pattern, handler), served under ``base_url``.
+ROUTES: tuple[tuple[str, type], ...] = (
+    (r"/api", VersionHandler),
+    (r"/api/swagger\.(?P<fmt>yaml|json)", SpecHandler),
+    (r"/api/kernels", MainKernelHandler),
+    (rf"/api/kernels/{_KERNEL_ID}", KernelHandler),
+    (rf"/api/kernels/{_KERNEL_ID}/(?P<action>restart|interrupt)", KernelActionHandler),
+    (rf"/api/kernels/{_KERNEL_ID}/channels", ChannelsHandler),
+    (r"/api/kernelspecs", MainKernelSpecHandler),
+    (rf"/api/kernelspecs/{_KERNEL_NAME}/?", KernelSpecHandler),
+    (rf"/kernelspecs/{_KERNEL_NAME}/(?P<path>.*)", KernelSpecResourceFileHandler),
+    (r"/api/sessions", SessionRootHandler),
+    (rf"/api/sessions/{_SESSION_ID}", SessionHandler),
+    (rf"/{CALLBACK_PATH}/{_KERNEL_ID}", CallbackHandler),
+)
+
+
 def gateway_routes(base_url: str) -> list[tuple[Any, ...]]:
     """The route table served under ``base_url``, the catch-all 404 last."""
     routes: list[tuple[Any, ...]] = [
-        (url_path_join(base_url, pattern), *rest) for pattern, *rest in default_handlers
+        (url_path_join(base_url, pattern), *rest) for pattern, *rest in ROUTES
     ]
     routes.append((r".*", NotFoundHandler))
     return routes

@@ -12,7 +12,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from .._version import __version__
-from .errors import GatewayHandlerMixin
+from .base import GatewayHandlerMixin
 
 
 @lru_cache(maxsize=1)

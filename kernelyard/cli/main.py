@@ -17,7 +17,17 @@ USAGE = """usage: kernelyard [serve] [options]       start the gateway (see --he
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Run a subcommand; a plugin that cannot be loaded is a one-line error naming it."""
+    from ..registry import EntryPointError
+
+    try:
+        _run(list(sys.argv[1:] if argv is None else argv))
+    except EntryPointError as e:
+        print(f"kernelyard: {e.message}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _run(args: list[str]) -> None:
     if args[:1] == ["--version"]:
         print(__version__)
         return

@@ -183,9 +183,11 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             self.log.info("Kernel %s: the launcher on %s called back %.2f s after submit "
                           "(at %.3f)", self.kernel_id, report.get("hostname"),
                           time.time() - submitted, time.time())
-        except BaseException:
+        except BaseException as e:
             registry.forget(self.kernel_id)
-            await self._abandon_start()
+            problem = await self._abandon_start()
+            if problem and isinstance(e, KernelStartFailed):  # the client learns of both
+                raise type(e)(f"{e.message}; {problem}") from e
             raise
         self.connection_info = self._connection_from(report)
         await self._store().update(self.kernel_id, state=self.state,
@@ -285,16 +287,33 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             "pending", host=str(self.state.get("host", "")), reason="no status yet"
         )
 
-    async def _abandon_start(self) -> None:
-        """Cancel whatever a failed start submitted, and forget it."""
+    async def discard_unfinished_start(self) -> None:
+        """Cancel and forget a kernel whose start never finished (its gateway stopped
+        before the callback): from the persisted state alone, as after a restart."""
+        await self._abandon_start()
+
+    async def _abandon_start(self) -> str:
+        """Cancel whatever a failed start submitted, and forget it.
+
+        The store record goes in any case; returns '' or what could not be cleaned up
+        (the state is logged, so that an operator can finish by hand).
+        """
         self.poller.unregister(self.kernel_id)
-        if self.state:
-            with contextlib.suppress(Exception):
-                await self.cancel(self.state)
-            with contextlib.suppress(Exception):
-                await self.release(self.state)
+        problems = []
+        for step in (self.cancel, self.release) if self.state else ():
+            try:
+                await step(self.state)
+            except Exception as e:  # a cancel that failed keeps what release would free
+                problems.append(f"{step.__name__} failed ({type(e).__name__}: {e})")
+                break
         await self._store().delete(self.kernel_id)
         self._exit_code = 1
+        if not problems:
+            return ""
+        self.log.error("Kernel %s: cleaning up its start failed; the backend may still hold "
+                       "it (state %s): %s", self.kernel_id, json.dumps(self.state),
+                       "; ".join(problems))
+        return "cleaning it up failed too: " + "; ".join(problems)
 
     async def _record_new_kernel(self) -> None:
         record = KernelRecord(

@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernelyard.api.handlers import MAX_CALLBACK_BODY
+from kernelyard.api.callback import MAX_CALLBACK_BODY
 from kernelyard.callbacks import check_report
 from kernelyard.errors import InvalidRequest
 from kernelyard.launcher import CALLBACK_FIELDS

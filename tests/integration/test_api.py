@@ -249,14 +249,14 @@ def test_concurrent_starts_all_succeed(gw: Gateway) -> None:
 
 
 def test_swagger_served_and_true_to_routes(gw: Gateway) -> None:
-    from kernelyard.api.handlers import default_handlers
+    from kernelyard.api.routes import ROUTES
 
     status, spec_json, _ = gw.request("GET", "/api/swagger.json")
     assert status == 200 and spec_json["openapi"].startswith("3.")
     status, spec_yaml, _ = gw.request("GET", "/api/swagger.yaml")
     assert status == 200 and "openapi:" in spec_yaml
     spec_paths = set(spec_json["paths"])
-    route_paths = {path for route in default_handlers for path in _route_to_spec(route[0])}
+    route_paths = {path for route in ROUTES for path in _route_to_spec(route[0])}
     assert spec_paths == route_paths
 
 
