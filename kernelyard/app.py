@@ -30,6 +30,7 @@ from .errors import ConfigError
 from .kernel import GatewayKernelManager
 from .kernelspecs import KernelyardKernelSpecManager
 from .manager import GatewayMappingKernelManager, GatewaySessionManager, LaunchRules
+from .provisioners.backend import BackendRegistry
 from .provisioners.base import RemoteProvisionerBase
 from .store import StoreFactory
 
@@ -62,10 +63,10 @@ class KernelyardApp(ServerApp):
         kernelyard serve --KernelyardApp.authenticators=api-token --ip 0.0.0.0
         kernelyard generate-config
     """
-    subcommands: dict[str, Any] = {}
+    subcommands = Dict()  # traits, as in ServerApp: each app has its own tables
     default_services = ()  # type: ignore[assignment]  # every route is kernelyard's own
 
-    aliases = {
+    aliases = Dict({
         "ip": "KernelyardApp.ip",
         "port": "KernelyardApp.port",
         "port-retries": "KernelyardApp.port_retries",
@@ -77,14 +78,14 @@ class KernelyardApp(ServerApp):
         "client-ca": "KernelyardApp.client_ca",
         "max-kernels": "GatewayMappingKernelManager.max_kernels",
         "log-level": "KernelyardApp.log_level",
-    }
-    flags = {
+    })
+    flags = Dict({
         "debug": ({"Application": {"log_level": 10}}, "Log at debug level."),
         "allow-unauthenticated": (
             {"KernelyardApp": {"allow_unauthenticated": True}},
             "Serve without authentication on a non-loopback address (unsafe).",
         ),
-    }
+    })
 
     auth_token = Unicode(
         config=True,
@@ -190,11 +191,13 @@ class KernelyardApp(ServerApp):
         key_trait=Unicode(),
         value_trait=Dict(),
         config=True,
-        help="Resource limits per group over request variables: {'*': "
+        help="The group level of the resource limits: {'*': "
         "{'KERNEL_DRIVER_MEMORY': '2g', 'KERNEL_NUM_EXECUTORS': 2}, 'analysts': "
-        "{'KERNEL_DRIVER_MEMORY': '8g'}}. '*' is everyone; the most generous limit among a "
-        "user's groups applies; names ending in MEMORY or _MEM are memory sizes, others "
-        "whole counts. A request above its limit gets 403 naming the limit.",
+        "{'KERNEL_MEMORY': '8g', 'KERNEL_GPUS': 1}}. '*' is everyone; the most generous "
+        "limit among a user's groups applies; keys are the resource variables, values follow "
+        "the one grammar of kernelyard.resources (512m, 1.5g, 2Gi; a list for KERNEL_QUEUE "
+        "and KERNEL_SPARK_CONF). A request above its limit gets 403 naming the limit; the "
+        "kernelspec level is each provisioner's resource_limits (docs/resources.md).",
     )
     max_kernels_per_user = Integer(
         None,
@@ -503,6 +506,9 @@ class KernelyardApp(ServerApp):
                 self.log.info("Leaving %d remote kernel(s) running for the next gateway "
                               "process to re-adopt", len(kept))
         await super().cleanup_kernels()
+        registry = getattr(self.kernel_manager, "backends", None)
+        if isinstance(registry, BackendRegistry):  # every ssh connection, every HTTP client
+            await registry.teardown()
         await StoreFactory.instance().close()
         self.audit.close()
 

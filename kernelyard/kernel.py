@@ -21,6 +21,7 @@ from jupyter_server.services.kernels.kernelmanager import (
 from traitlets import Float, Integer
 
 from .errors import KernelStartFailed
+from .provisioners.hooks import hooks_of
 
 # KernelManager._async_start_kernel is wrapped by in_pending_state (functools.wraps).
 _UNWRAPPED_START = KernelManager._async_start_kernel.__wrapped__  # type: ignore[attr-defined]
@@ -54,6 +55,9 @@ class GatewayKernelManager(ServerKernelManager):
         "for with KERNEL_LAUNCH_TIMEOUT), since a loaded host or cluster is as slow to "
         f"start the kernel as to start its launcher; for a local kernel, {LOCAL_START_TIMEOUT:g}.",
     )
+    _spare_iopub: Any = None  # the IOPub stream subscribed at start (take_spare_iopub)
+    _answered_at: float | None = None  # loop time of the first kernel_info_reply
+
     port_clash_retries = Integer(
         3,
         config=True,
@@ -129,11 +133,11 @@ class GatewayKernelManager(ServerKernelManager):
 
     def take_spare_iopub(self) -> Any:
         """The subscribed IOPub stream kept since start, or None; each is taken once."""
-        spare, self._spare_iopub = getattr(self, "_spare_iopub", None), None
+        spare, self._spare_iopub = self._spare_iopub, None
         return spare if spare is not None and not spare.closed() else None
 
     def _drop_spare(self, spare: Any) -> None:
-        if getattr(self, "_spare_iopub", None) is spare:
+        if self._spare_iopub is spare:
             self._spare_iopub = None
         if not spare.closed() and getattr(spare, "channel", None) is None:
             spare.close()
@@ -170,10 +174,10 @@ class GatewayKernelManager(ServerKernelManager):
         """Seconds the kernel has to answer its first kernel_info (``start_timeout``)."""
         if self.start_timeout is not None:
             return float(self.start_timeout)
-        launch_timeout = getattr(self.provisioner, "_launch_timeout", None)
-        if launch_timeout is None:
-            return LOCAL_START_TIMEOUT
-        return float(launch_timeout((self._launch_args or {}).get("env") or {}))
+        launch_args: dict[str, Any] = self._launch_args or {}
+        env: dict[str, str] = launch_args.get("env") or {}
+        launch_timeout = hooks_of(self.provisioner).launch_timeout_for(env)
+        return LOCAL_START_TIMEOUT if launch_timeout is None else float(launch_timeout)
 
     def _remember_kernel_info(self, info: dict[str, Any]) -> None:
         """jupyter_server's websocket reuses this instead of asking the kernel again."""
@@ -185,7 +189,7 @@ class GatewayKernelManager(ServerKernelManager):
 
     def answered_recently(self, seconds: float = _SPARE_SECONDS) -> bool:
         """Whether the kernel answered a kernel_info_request in the last ``seconds``."""
-        answered = getattr(self, "_answered_at", None)
+        answered = self._answered_at
         return answered is not None and asyncio.get_running_loop().time() - answered < seconds
 
     def _death_report(self, exit_code: int) -> StartFailure:
@@ -195,8 +199,7 @@ class GatewayKernelManager(ServerKernelManager):
         return StartFailure(f"the kernel process ended ({how})" + self._log_suffix(tail), clash)
 
     def _log_tail(self) -> str:
-        tail = getattr(self.provisioner, "log_tail", None)
-        return tail() if tail else ""
+        return hooks_of(self.provisioner).log_tail()
 
     def _log_suffix(self, tail: str | None = None) -> str:
         tail = self._log_tail() if tail is None else tail
@@ -205,9 +208,7 @@ class GatewayKernelManager(ServerKernelManager):
     async def _async_request_shutdown(self, restart: bool = False) -> None:
         """Give the provisioner a word (``before_shutdown_request``) before the kernel
         is asked to shut down."""
-        before = getattr(self.provisioner, "before_shutdown_request", None)
-        if before is not None:
-            await before(restart)
+        await hooks_of(self.provisioner).before_shutdown_request(restart)
         await super()._async_request_shutdown(restart)
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
@@ -242,7 +243,7 @@ class GatewayKernelManager(ServerKernelManager):
             if self._restarter is None and self.autorestart and self.has_kernel:
                 self._restarter = self.restarter_class(
                     kernel_manager=self, loop=self.loop, parent=self, log=self.log,
-                    restart_limit=0, time_to_dead=getattr(self.provisioner, "poll_interval", 3.0),
+                    restart_limit=0, time_to_dead=hooks_of(self.provisioner).poll_interval,
                 )
         super().start_restarter()
 

@@ -51,7 +51,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType
 from typing import Any, NamedTuple, cast
 
 CALLBACK_FIELDS: dict[str, type] = {
@@ -324,8 +326,8 @@ class Secrets(NamedTuple):
     key: str
     token: str
     callback_url: str
-    env: dict[str, str] = {}
-    curve: dict[str, str] = {}  # the kernel's CurveZMQ keypair, when the gateway asks for it
+    env: Mapping[str, str] = MappingProxyType({})  # read-only: a default is shared
+    curve: Mapping[str, str] = MappingProxyType({})  # the kernel's CurveZMQ keypair, if asked
 
 
 class UsageError(Exception):

@@ -34,6 +34,10 @@ from typing import Any
 
 from jupyter_client.provisioning import KernelProvisionerFactory
 
+from .errors import ConfigError
+from .provisioners.hooks import hooks_of
+from .provisioners.resource_settings import ResourceSettings
+
 SHARED_TOKEN = "token"  # noqa: S105 - the shared-token authenticator's name
 ALLOW_SHARED = "KernelyardApp.allow_shared_kernel_account = True"
 RUN_AS_SETTINGS = ("LocalKernelProvisioner.run_as_user = True, SSHProvisioner.user_mode = "
@@ -49,6 +53,7 @@ class SpecAccount:
     provisioner: str
     shares_account: bool
     run_as_setting: str = ""  # the setting that runs them as their owner ('' if none)
+    config_error: str = ""  # a malformed setting of its provisioner (resource_limits)
 
     def describe(self) -> str:
         return f"kernelspec {self.name!r} ({self.provisioner})"
@@ -71,6 +76,8 @@ def plan_checks(accounts: Sequence[SpecAccount], *, per_user: Sequence[str], aut
     """The startup errors and warnings for these kernelspecs and authenticators."""
     result = CheckResult()
     result.errors += [f"Refusing to start: {why}" for why in refused_kernelspecs.values()]
+    result.errors += [f"Refusing to start: {a.describe()}: {a.config_error}"
+                      for a in accounts if a.config_error]
     shared = [a for a in accounts if a.shares_account]
     if per_user and shared:
         what = (f"the authenticators {', '.join(per_user)} sign users in one by one, but "
@@ -148,11 +155,21 @@ def _account_of(app: Any, factory: Any, name: str, spec: Any, provisioner_name: 
         app.log.warning("Kernelspec %r: cannot build its provisioner %r (%s); counting its "
                         "kernels as sharing one account", name, provisioner_name, e)
         return SpecAccount(name, provisioner_name, True)
-    shares = getattr(provisioner, "kernels_share_account", None)
-    setting = getattr(provisioner, "run_as_owner_setting", None)
-    return SpecAccount(name, provisioner_name,
-                       shares_account=bool(shares()) if callable(shares) else True,
-                       run_as_setting=str(setting()) if callable(setting) else "")
+    hooks = hooks_of(provisioner)  # a provisioner that does not say: assume the worst
+    return SpecAccount(name, provisioner_name, shares_account=hooks.kernels_share_account(),
+                       run_as_setting=hooks.run_as_owner_setting(),
+                       config_error=_limits_error(provisioner, name))
+
+
+def _limits_error(provisioner: Any, name: str) -> str:
+    """The ``ConfigError`` of a kernelspec's resource limits ('' if they are well-formed)."""
+    if not isinstance(provisioner, ResourceSettings):
+        return ""
+    try:
+        provisioner.kernelspec_limits(name)
+    except ConfigError as e:
+        return e.message
+    return ""
 
 
 def make_undumpable() -> bool:

@@ -21,7 +21,7 @@ import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from jupyter_client import protocol_version
 from jupyter_client.jsonutil import json_default
@@ -32,7 +32,10 @@ from traitlets import Bool, Float, Integer
 from .. import wire
 from ..auth.provider import principal_of
 from ..errors import LimitReached
+from ..kernel import GatewayKernelManager
 from . import ws_frames
+
+LIVE_CONNECTIONS = "kernelyard_live_connections"  # the web app setting that holds them
 
 V1 = "v1.kernel.websocket.jupyter.org"
 # Messages of the same major protocol version need no adaptation.
@@ -92,8 +95,6 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
         "this after the last successful check is forwarded before a new check. 0: never.",
     )
 
-    # Every open connection (registered in ``register``), to count them per user and kernel.
-    _live: ClassVar[set[GatewayChannelsConnection]] = set()
     user_name = ""
     on_kernel_request: Callable[[ws_frames.ClientMessage], None] | None = None
     _dropping = False
@@ -102,6 +103,14 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
     _check_task: asyncio.Task[None] | None = None
 
     # --- connection limits -------------------------------------------------------
+
+    @property
+    def _live(self) -> set[GatewayChannelsConnection]:
+        """Every open connection of this gateway (registered in ``register``), to count them
+        per user and kernel; kept in the web app's settings, so one set per web app."""
+        live: set[GatewayChannelsConnection] = self.websocket_handler.settings.setdefault(
+            LIVE_CONNECTIONS, set())
+        return live
 
     async def prepare(self) -> None:
         """Refuse a connection over a limit before registering its session or asking the
@@ -142,8 +151,8 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
     def create_stream(self) -> None:
         """jupyter_server's streams, with the IOPub socket subscribed at kernel start."""
         super().create_stream()
-        take = getattr(self.kernel_manager, "take_spare_iopub", None)
-        spare = take() if take else None
+        km = self.kernel_manager
+        spare = km.take_spare_iopub() if isinstance(km, GatewayKernelManager) else None
         if spare is not None:
             self.channels["iopub"].close()
             spare.channel = "iopub"
@@ -183,8 +192,8 @@ class GatewayChannelsConnection(ZMQChannelsWebsocketConnection):
         deadline = started + self.multi_kernel_manager.kernel_info_timeout
         # A kernel that has just answered kernel_info (its start) is known to be
         # responsive: then IOPub speaking is all that is left to check.
-        recent = getattr(self.kernel_manager, "answered_recently", None)
-        if recent is not None and recent():
+        km = self.kernel_manager
+        if isinstance(km, GatewayKernelManager) and km.answered_recently():
             resolve(replied)
         delay = 0.005
         attempts = 0

@@ -41,6 +41,11 @@ class Adoption(ActivityWatching):
         await provisioner.load_provisioner_info(
             {"kernel_id": kid, "state": record.state, "connection_info": record.connection}
         )
+        if not record.connection:  # its gateway stopped before the launcher called back
+            self.log.info("Kernel %s: its start was cut off by a gateway stop; cancelling "
+                          "what it submitted", kid)
+            await provisioner.discard_unfinished_start()
+            return
         status = (await provisioner.status([record.state]))[0]
         if status.ended:
             self.log.info("Kernel %s ended while the gateway was away: %s", kid, status.describe())

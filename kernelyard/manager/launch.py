@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from jupyter_client.provisioning import KernelProvisionerFactory as KPF
@@ -11,6 +12,7 @@ from .. import policy, start_options
 from ..audit import where_of
 from ..auth.principal import Principal
 from ..errors import Conflict, Forbidden, InvalidRequest, NotFound
+from ..provisioners.resource_settings import ResourceSettings
 from .rules import os_groups
 from .sessions import Caller
 from .starting import Starting
@@ -67,7 +69,7 @@ class Launching(Starting):
                 await self._start_within(
                     deadline, kernel_name=name, path=None if cwd else request.path,
                     kernel_id=kernel_id, env=self.rules.kernel_env(env),
-                    owner=plan.subject.name, **({"cwd": cwd} if cwd else {}))
+                    owner=plan.subject.name, plan=plan, **({"cwd": cwd} if cwd else {}))
         finally:
             self._claimed.discard(kernel_id)
         self._remember_id(kernel_id)
@@ -129,9 +131,25 @@ class Launching(Starting):
         settings = self.rules.launch_policy(principal, requested)
         try:
             return policy.authorize(principal, request, name, spec.metadata, settings,
-                                    run_as_groups=groups)
+                                    run_as_groups=groups,
+                                    kernelspec_check=self._kernelspec_check(name, spec))
         except Forbidden as e:
             if run_as != policy.ROOT_USER or settings.access.allow_root:
                 raise
             raise Forbidden(f"refusing to run a kernel as root ({e.message}; see "
                             "KernelyardApp.allow_root_kernels)") from None
+
+
+    def _kernelspec_check(self, name: str, spec: Any) -> policy.KernelspecCheck | None:
+        """The kernelspec level of the resource limits: its provisioner's settings (the
+        config and ``metadata.kernel_provisioner.config``), read before any launch.
+        None for a provisioner that is not kernelyard's (its start fails on its own if
+        it cannot be built)."""
+        try:
+            provisioner = KPF.instance(parent=self.parent).create_provisioner_instance(
+                str(uuid.uuid4()), spec, parent=self)
+        except Exception:
+            return None
+        if not isinstance(provisioner, ResourceSettings):
+            return None
+        return lambda resources, who: provisioner.check_resources(resources, who, name)

@@ -11,6 +11,7 @@ from traitlets import Enum, Integer, default
 from .. import policy, start_options
 from ..audit import AuditLog
 from ..kernel import GatewayKernelManager
+from ..provisioners.backend import BackendRegistry
 from ..quotas import QuotaGate
 from .adoption import Adoption
 from .launch import Launching
@@ -59,3 +60,6 @@ class GatewayMappingKernelManager(Launching, Adoption):
         self._claimed: set[str] = set()  # ids of starts in flight
         # Called with a kernel's id once it is removed (shut down, culled): its sessions go.
         self.kernel_removed_listeners: list[Callable[[str], None]] = []
+        # The backend objects of this gateway's kernels (their provisioners find it up
+        # their parent chain); KernelyardApp tears them down when it stops.
+        self.backends = BackendRegistry(self.log)

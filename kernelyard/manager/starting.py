@@ -33,11 +33,14 @@ class Starting(KernelTable):
                 "and cleaned up") from None
 
     def pre_start_kernel(self, kernel_name: str | None, kwargs: Any) -> tuple[Any, str, str]:
-        """jupyter_client's, and the new kernel manager gets its ``owner`` right away."""
+        """jupyter_client's, and the new kernel manager gets its ``owner`` and launch
+        ``plan`` right away (a backend reads ``plan.resources``)."""
         owner = kwargs.pop("owner", "")
+        plan = kwargs.pop("plan", None)
         km: Any
         km, name, kernel_id = super().pre_start_kernel(kernel_name, kwargs)
         km.owner = owner
+        km.plan = plan
         self._starting[kernel_id] = km  # for _clean_up_failed_start
         return km, name, kernel_id
 

@@ -54,6 +54,7 @@ from .env import (
     unsafe_character,
 )
 from .plan import (
+    KernelspecCheck,
     LaunchPlan,
     LaunchPolicy,
     authorize,
@@ -76,10 +77,7 @@ from .request import (
 )
 from .resources import (
     ALL_GROUPS,
-    ResourceLimit,
     check_resources,
-    is_memory_resource,
-    parse_memory_mb,
     resource_limits_for,
     validate_resource_limits,
 )
@@ -120,12 +118,12 @@ __all__ = [
     "AccessRules",
     "EnvPolicy",
     "KernelCounts",
+    "KernelspecCheck",
     "LaunchPlan",
     "LaunchPolicy",
     "LaunchRequest",
     "Limit",
     "QuotaPolicy",
-    "ResourceLimit",
     "authorize",
     "base_env",
     "by_canonical_kernelspec",
@@ -147,7 +145,6 @@ __all__ = [
     "is_anonymous",
     "is_base_env_name",
     "is_gateway_secret",
-    "is_memory_resource",
     "is_sensitive_env_name",
     "is_valid_username",
     "kernelspecs_for",
@@ -156,7 +153,6 @@ __all__ = [
     "may_use_kernelspec",
     "owner_of",
     "parse_launch_request",
-    "parse_memory_mb",
     "redact_env_for",
     "resource_limits_for",
     "scrub_secrets",

@@ -1,69 +1,39 @@
-"""The shared lifecycle of every remote kernel; backends implement a few hooks.
+"""The shared lifecycle of every remote kernel (jupyter_client's provisioner interface).
 
-Who calls what:
-
-- jupyter_client's ``KernelManager`` calls ``pre_launch``, ``launch_kernel``,
-  ``poll``, ``send_signal``, ``terminate``/``kill``, ``cleanup`` and
-  ``get/load_provisioner_info`` (the latter when kernelyard re-adopts kernels
-  from its store after a restart).
-- This base calls the backend hooks:
-
-  ``submit(argv, env, secrets)``  once per start; an async generator that yields
-      JSON-able checkpoints (host, pid, job id). Each is merged into ``state`` and
-      persisted before the next step, so a crash mid-start can still be cleaned
-      up. ``secrets`` (key, token, callback_url) must travel only over the
-      backend's protected channel (ssh stdin, the resource manager's env API).
-  ``status(states)``  about every ``poll_interval``, for ALL kernels of the
-      backend in one call (one ssh command per host, one squeue, one YARN query);
-      returns a ``BackendStatus`` per state, in order.
-  ``cancel(state)``  to stop a kernel; idempotent, works from persisted state
-      alone (after a gateway restart).
-  ``release(state)``  optional: free staging dirs once the kernel is gone.
-  ``signal(state, signum)``  optional native signal; return False to fall back
-      to the launcher's signed control endpoint.
+A backend writes ``submit(argv, env, secrets)`` here (per kernel: JSON-able checkpoints,
+each persisted before the next step; secrets only by a declared ``command.Delivery``)
+and a backend object (``backend.Backend``, picked by ``backend_class`` and
+``backend_config()``) for what kernels share: batched ``status``, ``cancel``,
+``release``. The contract: docs/writing-a-backend.md.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
 import secrets as secrets_mod
 import signal as signals
 import time
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Float, List, Unicode
 
 from ..callbacks import CallbackRegistry
 from ..errors import KernelStartFailed
-from ..policy import is_gateway_secret
 from ..store import StoreFactory
-from ..store.base import KernelRecord
+from . import start_steps as steps
+from .backend import Backend, BackendConfig, BackendRegistry, registry_for
+from .hooks import ProvisionerHooks
+from .launcher_link import connection_info, control, launcher_state
+from .resource_settings import ResourceSettings
 from .status import BackendStatus, StatusPoller
 
-KERNEL_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
-LAUNCHER_NAME = "kernelyard-launcher"
 
-
-def launcher_args(argv: list[str]) -> list[str]:
-    """The launcher's arguments for a kernelspec argv, to follow the backend's own options.
-
-    An argv that starts with ``kernelyard-launcher`` carries launcher options of its
-    own (``kernelyard-launcher --spark-session lazy -- python -m ...``); any other
-    argv is the kernel command itself.
-    """
-    if argv and argv[0] == LAUNCHER_NAME:
-        return argv[1:]
-    return ["--", *argv]
-
-
-class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
+class RemoteProvisionerBase(ProvisionerHooks, ResourceSettings,  # type: ignore[misc,metaclass]
+                            KernelProvisionerBase):
     """Launch through a backend, wait for the launcher's callback, watch, stop."""
 
     launch_timeout = Float(
@@ -99,12 +69,15 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         "secrets never pass.",
     )
 
+    backend_class: ClassVar[type[Backend]] = Backend
+
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.state: dict[str, Any] = {}
         self.connection_info: KernelConnectionInfo = {}
         self._exit_code: int | None = None
         self._curve: dict[str, str] = {}
+        self._private_backends: BackendRegistry | None = None
 
     # ---- backend hooks ---------------------------------------------------------
 
@@ -113,34 +86,38 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     ) -> AsyncIterator[dict[str, Any]]:
         raise NotImplementedError
 
+    def backend_config(self) -> BackendConfig:
+        """The settings of this kernelspec that make its backend object (the registry key)."""
+        return BackendConfig(poll_interval=self.poll_interval)
+
     async def status(self, states: list[dict[str, Any]]) -> list[BackendStatus]:
-        raise NotImplementedError
+        """The backend object's batched status (of any kernels sharing it)."""
+        return await self.backend.status(states)
 
     async def cancel(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        await self.backend.cancel(state)
 
     async def release(self, state: dict[str, Any]) -> None:
-        """Free what the kernel left on the backend (optional)."""
+        await self.backend.release(state)
 
     async def signal(self, state: dict[str, Any], signum: int) -> bool:
         """Deliver a signal natively; False means 'use the launcher' (the default)."""
         return False
 
-    # ---- whom kernels run as --------------------------------------------------------
+    @property
+    def backends(self) -> BackendRegistry:
+        """The gateway's registry (up the parent chain), else a private one."""
+        registry = registry_for(self)
+        if registry is None:
+            if self._private_backends is None:
+                self._private_backends = BackendRegistry(self.log)
+            registry = self._private_backends
+        return registry
 
-    def kernels_share_account(self) -> bool:
-        """Whether kernels of different users would run under one OS or cluster account.
-
-        Asked at startup for every kernelspec (``kernelyard.startup_checks``): a
-        backend that runs every kernel as one account lets one user's kernel read
-        another's connection file and run code in it. True unless a backend says
-        otherwise (it runs each kernel as its owner).
-        """
-        return True
-
-    def run_as_owner_setting(self) -> str:
-        """The setting that makes this backend run each kernel as its owner ('' if none)."""
-        return ""
+    @property
+    def backend(self) -> Backend:
+        """This kernelspec's backend object, shared with kernelspecs of the same config."""
+        return self.backends.backend_for(self)
 
     # ---- jupyter_client's provisioner interface ------------------------------
 
@@ -155,22 +132,25 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     @property
     def poller(self) -> StatusPoller:
-        return StatusPoller.for_backend(type(self), self.poll_interval)
+        """The status poller of this kernel's backend object."""
+        return self.backend.poller
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        await self.backends.acquire(self)
         km = self.km
         km.session.key = secrets_mod.token_hex(32).encode()
-        client_env = self._remote_env(kwargs.get("env") or {})
+        client_env = steps.remote_env(self.inherited_envs, kwargs.get("env") or {})
         kwargs = await super().pre_launch(**{**kwargs, "env": client_env})
-        kwargs["cmd"] = self._kernel_argv(kwargs.pop("extra_arguments", []))
+        kwargs["cmd"] = steps.kernel_argv(self.kernel_spec, kwargs.pop("extra_arguments", []))
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         env = kwargs.get("env", {})
         registry = CallbackRegistry.instance()
         token, reported = registry.expect(self.kernel_id)
+        self._curve = steps.curve_keypair(self.curve_encryption)  # kept until the callback
         secrets = {"key": self.km.session.key.decode(), "token": token,
-                   "callback_url": registry.url_for(self.kernel_id), **self._curve_keypair()}
+                   "callback_url": registry.url_for(self.kernel_id), **self._curve}
         self._exit_code = None
         self.state = {}
         try:
@@ -179,7 +159,9 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
                 await self._checkpoint(checkpoint)
             self.poller.register(self)
             submitted = time.time()
-            report = await self._await_callback(reported, self._launch_timeout(env))
+            report = await steps.await_callback(
+                reported, self._launch_timeout(env), self.poll_interval, self._last_status,
+                self.kernel_spec.display_name)
             self.log.info("Kernel %s: the launcher on %s called back %.2f s after submit "
                           "(at %.3f)", self.kernel_id, report.get("hostname"),
                           time.time() - submitted, time.time())
@@ -236,6 +218,9 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             await self._store().delete(self.kernel_id)
         self.state = {}
         self.connection_info = {}
+        if not restart and self._private_backends is not None:
+            await self._private_backends.teardown()
+            self._private_backends = None
 
     def log_tail(self) -> str:
         """What the backend last said about the kernel (its log tail, once it ended)."""
@@ -247,11 +232,14 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()
-        info.update(state=self.state, connection_info=self._public_connection())
+        public = {k: v for k, v in self.connection_info.items()
+                  if k not in ("key", "curve_secretkey")}
+        info.update(state=self.state, connection_info=public)
         return info
 
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
         await super().load_provisioner_info(provisioner_info)
+        await self.backends.acquire(self)
         self.state = dict(provisioner_info.get("state") or {})
         self.connection_info = cast(KernelConnectionInfo,
                                     dict(provisioner_info.get("connection_info") or {}))
@@ -259,28 +247,6 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
             self.poller.register(self)
 
     # ---- the lifecycle ----------------------------------------------------------
-
-    async def _await_callback(
-        self, reported: asyncio.Future[dict[str, Any]], timeout: float
-    ) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                raise KernelStartFailed(
-                    f"Kernel '{self.kernel_spec.display_name}' did not start within "
-                    f"{timeout:g} s; the backend last reported: {self._last_status().describe()}"
-                )
-            done, _ = await asyncio.wait({reported}, timeout=min(left, self.poll_interval))
-            if done:
-                return reported.result()
-            status = self._last_status()
-            if status.ended:
-                raise KernelStartFailed(
-                    f"Kernel '{self.kernel_spec.display_name}' failed to start: "
-                    f"{status.describe()}"
-                )
 
     def _last_status(self) -> BackendStatus:
         return self.poller.latest(self.kernel_id) or BackendStatus(
@@ -299,31 +265,18 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
         (the state is logged, so that an operator can finish by hand).
         """
         self.poller.unregister(self.kernel_id)
-        problems = []
-        for step in (self.cancel, self.release) if self.state else ():
-            try:
-                await step(self.state)
-            except Exception as e:  # a cancel that failed keeps what release would free
-                problems.append(f"{step.__name__} failed ({type(e).__name__}: {e})")
-                break
+        problems = await steps.undo_start(self.state, self.cancel, self.release)
         await self._store().delete(self.kernel_id)
         self._exit_code = 1
         if not problems:
             return ""
         self.log.error("Kernel %s: cleaning up its start failed; the backend may still hold "
-                       "it (state %s): %s", self.kernel_id, json.dumps(self.state),
-                       "; ".join(problems))
-        return "cleaning it up failed too: " + "; ".join(problems)
+                       "it (state %s): %s", self.kernel_id, json.dumps(self.state), problems)
+        return "cleaning it up failed too: " + problems
 
     async def _record_new_kernel(self) -> None:
-        record = KernelRecord(
-            kernel_id=self.kernel_id,
-            kernel_name=self.km.kernel_name,
-            provisioner=self.kernel_spec.metadata.get("kernel_provisioner", {}).get(
-                "provisioner_name", type(self).__name__),
-            owner=getattr(self.km, "owner", "") or "",
-        )
-        await self._store().put(record)
+        await self._store().put(steps.kernel_record(self.kernel_id, self.km, self.kernel_spec,
+                                                    type(self).__name__))
 
     async def _checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.state.update(checkpoint)
@@ -332,70 +285,16 @@ class RemoteProvisionerBase(KernelProvisionerBase):  # type: ignore[misc]
     def _store(self) -> Any:
         return StoreFactory.instance().store
 
-    def _launch_timeout(self, env: dict[str, str]) -> float:
-        timeout = float(self.launch_timeout)
-        asked = env.get("KERNEL_LAUNCH_TIMEOUT")
-        with contextlib.suppress(TypeError, ValueError):
-            if asked:
-                timeout = max(timeout, min(float(asked), self.max_launch_timeout))
-        return timeout
+    def launch_timeout_for(self, env: dict[str, str]) -> float:
+        """Seconds a start with this env may take until the callback (and until ready)."""
+        return steps.launch_timeout(self.launch_timeout, self.max_launch_timeout, env)
 
-    def _remote_env(self, env: dict[str, str]) -> dict[str, str]:
-        """What travels: this provisioner's ``inherited_envs``, then the env the kernel
-        manager gave (``KernelyardApp.inherited_envs`` and the client's names; never
-        the gateway's environment). The kernelspec's env is added by ``pre_launch``."""
-        inherited = {k: os.environ[k] for k in self.inherited_envs
-                     if k in os.environ and not is_gateway_secret(k)}
-        return {**inherited, **env}
-
-    def _kernel_argv(self, extra: list[str]) -> list[str]:
-        resource_dir = self.kernel_spec.resource_dir
-        argv = [arg.replace("{resource_dir}", resource_dir) for arg in self.kernel_spec.argv]
-        return argv + list(extra)
-
-    def _curve_keypair(self) -> dict[str, str]:
-        """A fresh CurveZMQ keypair for this start (kept until the callback), or none."""
-        self._curve = {}
-        if self.curve_encryption:
-            import zmq
-
-            public, secret = zmq.curve_keypair()
-            self._curve = {"curve_publickey": public.decode(), "curve_secretkey": secret.decode()}
-        return dict(self._curve)
+    _launch_timeout = launch_timeout_for
 
     def _connection_from(self, report: dict[str, Any]) -> KernelConnectionInfo:
-        info: dict[str, Any] = {name: report[name] for name in KERNEL_PORT_NAMES}
-        info.update(ip=report["ip"], key=self.km.session.key, transport="tcp",
-                    signature_scheme="hmac-sha256", kernel_name=self.km.kernel_name,
-                    **self._curve)
-        self.state.update(hostname=report["hostname"], ip=report["ip"], pid=report["pid"],
-                          pgid=report["pgid"], launcher_port=report["launcher_port"])
-        return cast(KernelConnectionInfo, info)
-
-    def _public_connection(self) -> dict[str, Any]:
-        return {k: v for k, v in self.connection_info.items()
-                if k not in ("key", "curve_secretkey")}
+        self.state.update(launcher_state(report))
+        return connection_info(report, self.km.session.key, self.km.kernel_name, self._curve)
 
     async def _control(self, action: str, **fields: Any) -> dict[str, Any]:
         """A signed request to the launcher's control endpoint."""
-        from ..launcher import control_request_body, sign
-
-        ip, port = self.state.get("ip"), self.state.get("launcher_port")
-        if not ip or not port:
-            raise KernelStartFailed(f"kernel {self.kernel_id} has no launcher to control")
-        body = control_request_body(action, **fields)
-        key = self.km.session.key
-        try:
-            response = await AsyncHTTPClient().fetch(
-                f"http://{ip}:{port}/control", method="POST", body=body,
-                headers={"X-Kernelyard-Signature": sign(key, body),
-                         "Content-Type": "application/json"},
-                request_timeout=10,
-            )
-        except HTTPClientError as e:
-            raise KernelStartFailed(
-                f"launcher of kernel {self.kernel_id} refused {action}: {e}") from None
-        except OSError as e:
-            raise KernelStartFailed(
-                f"launcher of kernel {self.kernel_id} unreachable: {e}") from None
-        return json.loads(response.body or b"{}")
+        return await control(self.state, self.km.session.key, self.kernel_id, action, **fields)

@@ -36,13 +36,15 @@ from ..errors import KernelStartFailed
 from ..kernel_log import tail_lines
 from ..policy import DEFAULT_SECRET_ENVS, base_env, is_gateway_secret, is_valid_username
 from ..usermap import DEFAULT_MIN_UID, RunAsRefused
+from .hooks import ProvisionerHooks
+from .local_helper import ask_helper, exchange, helper_env
+from .resource_settings import ResourceSettings
 
 HELPER_MODULE = "kernelyard.runas"
-HELPER_ENV_NAMES = ("LANG", "LC_ALL")
-MAX_REPLY = 65536
 
 
-class LocalKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
+class LocalKernelProvisioner(ProvisionerHooks, ResourceSettings,  # type: ignore[misc,metaclass]
+                             LocalProvisioner):
     """Runs a kernel as a child process of the gateway (or as its user, via a helper)."""
 
     log_dir = Unicode(
@@ -211,12 +213,6 @@ class LocalKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
             argv += ["--allow-group", group]
         return argv if os.geteuid() == 0 else ["sudo", "-n", "--", *argv]
 
-    @staticmethod
-    def _helper_env() -> dict[str, str]:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        env.update({k: os.environ[k] for k in HELPER_ENV_NAMES if k in os.environ})
-        return env
-
     def _launch_request(self, cmd: list[str], env: dict[str, str], cwd: Any) -> bytes:
         info = dict(self.connection_info)
         info.update({k: v.decode() for k, v in info.items() if isinstance(v, bytes)})
@@ -231,7 +227,7 @@ class LocalKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
             # A Popen, as jupyter_client's provisioner keeps (poll, wait, send_signal).
             self.process = subprocess.Popen(  # noqa: ASYNC220
                 self.helper_argv(), stdin=theirs.fileno(), stdout=log_fd, stderr=log_fd,
-                env=self._helper_env(), cwd="/", start_new_session=True)
+                env=helper_env(), cwd="/", start_new_session=True)
         except OSError:
             ours.close()
             raise
@@ -240,7 +236,7 @@ class LocalKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
         self.pid = self.pgid = self.process.pid
         try:
             request = self._launch_request(cmd, kwargs.get("env") or {}, kwargs.get("cwd"))
-            reply = await self._exchange(ours, request)
+            reply = await exchange(ours, request, self.runas_timeout)
         finally:
             ours.close()
         if "pid" not in reply:
@@ -251,32 +247,6 @@ class LocalKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
         self.cwd = kwargs.get("cwd")
         self.log.info("Kernel %s runs as %s (pid %s)", self.kernel_id, self._user, self.pid)
         return self.connection_info
-
-    async def _exchange(self, sock: socket.socket, request: bytes) -> dict[str, Any]:
-        """Send the request; read the helper's one-line answer ({} if it said nothing)."""
-        loop = asyncio.get_running_loop()
-        sock.setblocking(False)
-
-        async def talk() -> bytes:
-            await loop.sock_sendall(sock, request)
-            sock.shutdown(socket.SHUT_WR)
-            data = b""
-            while b"\n" not in data and len(data) < MAX_REPLY:
-                chunk = await loop.sock_recv(sock, 4096)
-                if not chunk:
-                    break
-                data += chunk
-            return data
-
-        try:
-            data = await asyncio.wait_for(talk(), self.runas_timeout)
-        except (OSError, asyncio.TimeoutError):
-            data = b""
-        try:
-            reply = json.loads(data.split(b"\n", 1)[0] or b"{}")
-        except ValueError:
-            reply = {}
-        return reply if isinstance(reply, dict) else {}
 
     async def _helper_failed(self, reply: dict[str, Any]) -> None:
         """Reap the helper, free what pre_launch made, and raise the reason."""
@@ -300,23 +270,7 @@ class LocalKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
 
     async def _ask_helper(self, request: dict[str, Any]) -> dict[str, Any]:
         """A signal or remove request; the helper answers on its stdout."""
-        proc = await asyncio.create_subprocess_exec(
-            *self.helper_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=self._helper_env(), cwd="/")
-        try:
-            out, err = await asyncio.wait_for(
-                proc.communicate(json.dumps(request).encode() + b"\n"), self.runas_timeout)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return {"error": "the run-as helper did not answer"}
-        try:
-            reply = json.loads(out.splitlines()[0]) if out.strip() else {}
-        except ValueError:
-            reply = {}
-        if not isinstance(reply, dict) or not reply:
-            return {"error": err.decode(errors="replace").strip()[-500:] or "no answer"}
-        return reply
+        return await ask_helper(self.helper_argv(), request, self.runas_timeout)
 
     async def _remove_user_connection_file(self) -> None:
         if not self._user_connection_file:

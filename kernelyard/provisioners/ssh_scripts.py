@@ -67,3 +67,35 @@ pgid = pid_of("kernel.pgid")
 if pgid and ours_group(pgid):
     os.killpg(pgid, signal.SIGKILL)
 """
+
+# Run first (as the owner) in sudo mode: enter the owner's home, then exec the command,
+# so the relative remote_dir resolves there as it does after an ssh login.
+ENTER_HOME = (
+    "import os, pwd, sys\n"
+    "os.chdir(pwd.getpwuid(os.getuid()).pw_dir)\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"
+)
+# The launcher's source on stdin, installed at a path (argv: path, digest) by the login
+# user, or by the owner in sudo mode. Concurrent installs (two gateways) are safe: each
+# writes its own temporary file and renames it into place; a file already there is kept
+# when it is the launcher of that digest, and is an error otherwise.
+INSTALL_SCRIPT = r"""
+import hashlib, os, sys
+path, digest = sys.argv[1], sys.argv[2]
+def digest_of(data):
+    return hashlib.sha256(data).hexdigest()[:16]
+data = sys.stdin.buffer.read()
+if digest_of(data) != digest:
+    sys.exit("kernelyard: the launcher arrived damaged")
+if os.path.exists(path):
+    with open(path, "rb") as f:
+        if digest_of(f.read()) != digest:
+            sys.exit("kernelyard: another file is in the way at %s" % path)
+    sys.exit(0)
+os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+tmp = "%s.%d.tmp" % (path, os.getpid())
+with open(tmp, "wb") as f:
+    f.write(data)
+os.replace(tmp, path)
+"""
+RELEASE_SCRIPT = "import shutil, sys\nshutil.rmtree(sys.argv[1], ignore_errors=True)\n"

@@ -1,14 +1,16 @@
-"""What a backend reports about a kernel, and one batched poll per backend."""
+"""What a backend reports about a kernel, and one batched poll per backend object.
+
+Imports nothing of the provisioners: a poller watches anything with a kernel id and a
+state (``Watched``) and asks one ``Polled`` object (a backend) about all of them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .base import RemoteProvisionerBase
+from typing import Any, Protocol
 
 PENDING, RUNNING, EXITED, FAILED = "pending", "running", "exited", "failed"
 
@@ -38,31 +40,37 @@ class BackendStatus:
         return f"{text}: {self.reason}" if self.reason else text
 
 
-class StatusPoller:
-    """Asks a backend about all of its kernels in one call per interval.
+class Watched(Protocol):
+    """A kernel the poller watches: its id and its backend state (empty: not yet submitted)."""
 
-    One poller exists per backend class. Provisioners register while they have
-    a kernel; ``latest`` answers from the last round without any I/O.
+    kernel_id: str
+    state: dict[str, Any]
+
+
+class Polled(Protocol):
+    """What the poller asks: one batched status query for many kernels' states."""
+
+    async def status(self, states: list[dict[str, Any]]) -> list[BackendStatus]: ...
+
+
+class StatusPoller:
+    """Asks one backend object about all of its kernels in one call per interval.
+
+    Provisioners register while they have a kernel; ``latest`` answers from the
+    last round without any I/O. The loop runs while anything is registered.
     """
 
-    _pollers: dict[type, StatusPoller] = {}
-
-    def __init__(self, interval: float):
+    def __init__(self, backend: Polled, interval: float, name: str = "backend"):
+        self.backend = backend
         self.interval = interval
-        self._members: dict[str, RemoteProvisionerBase] = {}
+        self.name = name
+        self._members: dict[str, Watched] = {}
         self._latest: dict[str, BackendStatus] = {}
         self._task: asyncio.Task[None] | None = None
         self._round_done = asyncio.Event()
 
-    @classmethod
-    def for_backend(cls, backend: type, interval: float) -> StatusPoller:
-        poller = cls._pollers.get(backend)
-        if poller is None:
-            poller = cls._pollers[backend] = cls(interval)
-        return poller
-
-    def register(self, provisioner: RemoteProvisionerBase) -> None:
-        self._members[provisioner.kernel_id] = provisioner
+    def register(self, watched: Watched) -> None:
+        self._members[watched.kernel_id] = watched
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._loop())
 
@@ -78,6 +86,16 @@ class StatusPoller:
         self._round_done.clear()
         await self._round_done.wait()
 
+    async def stop(self) -> None:
+        """Stop polling (the backend object is torn down); registrations are dropped."""
+        self._members.clear()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._round_done.set()
+
     async def _loop(self) -> None:
         while self._members:
             await self._poll_once()
@@ -85,17 +103,16 @@ class StatusPoller:
             await asyncio.sleep(self.interval)
 
     async def _poll_once(self) -> None:
-        members = [p for p in self._members.values() if p.state]
+        members = [m for m in self._members.values() if m.state]
         if not members:
             return
         try:
-            statuses = await members[0].status([p.state for p in members])
+            statuses = await self.backend.status([m.state for m in members])
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a backend outage must not stop polling
-            log.warning("Status query of %s failed: %s", type(members[0]).__name__, e)
+            log.warning("Status query of %s failed: %s", self.name, e)
             return
-        for provisioner, status in zip(members, statuses, strict=True):
-            self._latest[provisioner.kernel_id] = status
-
-
+        for member, status in zip(members, statuses, strict=True):
+            if member.kernel_id in self._members:
+                self._latest[member.kernel_id] = status

@@ -80,6 +80,13 @@ class ResourceManager:
         self.auth_header = auth_header
         self.requests = 0
         self._active = 0
+        self._http: AsyncHTTPClient | None = None
+
+    def close(self) -> None:
+        """Close this client's HTTP client (a later request makes a new one)."""
+        http, self._http = self._http, None
+        if http is not None:
+            http.close()
 
     async def apps(self, tag: str, started_after_ms: int = 0) -> list[YarnApp]:
         """Applications carrying ``tag`` (one request, whatever their number)."""
@@ -162,7 +169,9 @@ class ResourceManager:
         request = HTTPRequest(url, method=method, body=body, headers=headers,
                               follow_redirects=False, connect_timeout=self.timeout,
                               request_timeout=self.timeout)
-        return await AsyncHTTPClient().fetch(request)
+        if self._http is None:
+            self._http = AsyncHTTPClient(force_instance=True)
+        return await self._http.fetch(request)
 
 
 def _log_contents(text: str) -> str:

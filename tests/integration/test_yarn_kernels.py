@@ -23,6 +23,7 @@ import pytest
 from tests.gateway import Gateway, KernelSocket, start_gateway, traceback_text
 from tests.yarncluster import ACTIVE, KILL_TIMEOUT, apps, kill, rm, wait_for
 
+GROUP_LIMITS = {"*": {"KERNEL_DRIVER_MEMORY": "2g"}}
 START_TIMEOUT = 400  # seconds for a POST: spark-submit + YARN + driver on two busy cores
 pytestmark = pytest.mark.timeout(900)
 
@@ -76,12 +77,19 @@ def specs(tmp_path_factory: pytest.TempPathFactory, yarn: dict[str, str]) -> Pat
     _install_spec(prefix, yarn, "spark_rm_ha", "--rm-urls",
                   f"http://127.0.0.1:{_closed_port()},{yarn['KY_YARN_RM_URL']}")
     root = prefix / "share" / "jupyter"
-    spec_file = root / "kernels" / "spark_yarn_none" / "kernel.json"
-    spec_file.parent.mkdir(parents=True)
-    spec = json.loads((root / "kernels" / "spark_python_yarn_cluster" / "kernel.json").read_text())
-    spec["metadata"]["kernel_provisioner"]["config"]["spark_session"] = "none"
-    spec_file.write_text(json.dumps(spec))
+    _with_config(root, "spark_rm_down", "spark_yarn_small",
+                 resource_limits={"KERNEL_MEMORY": "1g", "KERNEL_QUEUE": ["default"]})
+    _with_config(root, "spark_python_yarn_cluster", "spark_yarn_none", spark_session="none")
     return root
+
+
+def _with_config(root: Path, source: str, name: str, **config: Any) -> None:
+    """Kernelspec ``name``: ``source`` with more ``kernel_provisioner.config``."""
+    spec_file = root / "kernels" / name / "kernel.json"
+    spec_file.parent.mkdir(parents=True)
+    spec = json.loads((root / "kernels" / source / "kernel.json").read_text())
+    spec["metadata"]["kernel_provisioner"]["config"].update(config)
+    spec_file.write_text(json.dumps(spec))
 
 
 def _closed_port() -> int:
@@ -101,7 +109,10 @@ def _start(tmp: Path, yarn: dict[str, str], specs: Path, tag: str, *extra: str) 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, yarn: dict[str, str], specs: Path,
        instance_tag: str) -> Iterator[Gateway]:
-    gateway = _start(tmp_path_factory.mktemp("yarn-gw"), yarn, specs, instance_tag)
+    tmp = tmp_path_factory.mktemp("yarn-gw")
+    config = tmp / "kernelyard_config.py"
+    config.write_text(f"c.KernelyardApp.group_resource_limits = {GROUP_LIMITS!r}\n")
+    gateway = _start(tmp, yarn, specs, instance_tag, "--config", str(config))
     yield gateway
     for kernel in gateway.request("GET", "/api/kernels")[1] or []:
         gateway.request("DELETE", f"/api/kernels/{kernel['id']}", timeout=120)
@@ -360,3 +371,41 @@ def test_gateway_restart_readopts_the_yarn_kernel(
         second.stop()
     wait_for(f"{app_id} to end", KILL_TIMEOUT, lambda: rm(
         yarn, f"/ws/v1/cluster/apps/{app_id}")["app"]["state"] in ("FINISHED", "KILLED"))
+
+
+def test_a_size_the_group_limit_accepts_is_the_size_yarn_gets(
+        gw: Gateway, yarn: dict[str, str]) -> None:
+    """Issue 11 item 4: one grammar. ``1.5g`` passed the group limit (2g) and was then
+    refused by the YARN backend's own parser; now it is the driver's 1536 MiB."""
+    status, model = _post(gw, "spark_python_yarn_cluster", KERNEL_DRIVER_MEMORY="1.5g")
+    assert status == 201, (model, gw.log()[-3000:])
+    kid = model["id"]
+    ks = gw.connect(kid)
+    try:
+        out = _run(ks, "print(spark.conf.get('spark.driver.memory'))")
+        assert out["stdout"].strip() == "1536m"
+    finally:
+        ks.close()
+    assert gw.request("DELETE", f"/api/kernels/{kid}", timeout=120)[0] == 204
+    status, body = _post(gw, "spark_python_yarn_cluster", KERNEL_MEMORY="2.5g")
+    assert status == 403 and "KERNEL_MEMORY=2.5g" in body["message"], body
+    assert "2g, the limit of group '*'" in body["message"], body
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"KERNEL_MEMORY": "1.5g"}, ["KERNEL_MEMORY=1.5g", "1g", "kernelspec 'spark_yarn_small'"]),
+    ({"KERNEL_DRIVER_MEMORY": "1025m"}, ["KERNEL_DRIVER_MEMORY=1025m", "1g"]),
+    ({"KERNEL_QUEUE": "analytics"}, ["KERNEL_QUEUE=analytics", "default"]),
+    ({"KERNEL_GPUS": "1"}, ["KERNEL_GPUS", "not supported"]),
+    ({"KERNEL_WALLTIME": "2h"}, ["KERNEL_WALLTIME", "not supported"]),
+    ({"KERNEL_CPUS": "0.5"}, ["KERNEL_CPUS=0.5", "whole cores"]),
+])
+def test_what_a_kernelspec_refuses_is_a_400_before_the_backend_is_called(
+        gw: Gateway, yarn: dict[str, str], env: dict[str, str], named: list[str]) -> None:
+    """spark_yarn_small's ResourceManager is down: reaching the backend would be a 503."""
+    kid = str(uuid.uuid4())
+    status, body = _post(gw, "spark_yarn_small", KERNEL_ID=kid, **env)
+    assert status == 400, body
+    for text in named:
+        assert text in body["message"], body
+    assert not apps(yarn, f"kernelyard-kernel-{kid}")

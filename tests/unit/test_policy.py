@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from kernelyard import policy
 from kernelyard.auth.principal import Principal
 from kernelyard.errors import ConfigError, Forbidden, InvalidRequest, LimitReached, NotFound
+from kernelyard.resources import Limit, parse_request
 
 P = policy.EnvPolicy(client_envs=("ALLOWED",), inherited_envs=("HOME", "SECRET"),
                      secret_names=frozenset({"SECRET"}))
@@ -408,42 +409,12 @@ def test_launch_subject() -> None:
 
 # --- Resource limits ----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "mb"), [
-    ("512m", 512), ("512M", 512), ("512mb", 512), ("512MiB", 512), ("512mi", 512),
-    ("2g", 2048), ("2G", 2048), ("2gb", 2048), ("2Gi", 2048), ("2GiB", 2048),
-    ("1.5g", 1536), ("1.25g", 1280), ("1.1g", 1127), ("0.5m", 1), ("1024", 1024),
-    ("1.5", 2), ("0", 0), ("0g", 0), ("1024k", 1), ("1536k", 2), ("1k", 1), ("1t", 1024**2),
-    ("1p", 1024**3), ("1048576b", 1), ("1b", 1), ("3145728B", 3), (" 2g ", 2048),
-    ("0010m", 10), ("9" * 30 + "m", 10**30 - 1),
-])
-def test_memory_sizes(text: str, mb: int) -> None:
-    assert policy.parse_memory_mb(text) == mb
+# The grammar's golden tables are tests/unit/test_resources.py's (kernelyard.resources).
 
 
-@pytest.mark.parametrize("junk", [
-    "", " ", "g", "m", "mb", "-1g", "+1g", "1e3m", "1.5.5g", "1g2", "0x10m", "1_000m",
-    "\u0661\u0662m", "nan", "inf", "2 g", "2gg", "2mbb", "2x", "2bb", "2ib", ".5g", "5.g",
-    "1,5g", "2\u212a", "1" * 33, None, 5, 1.5, ["2g"], True,
-])
-def test_memory_junk_is_refused_naming_the_variable(junk: Any) -> None:
-    with pytest.raises(InvalidRequest, match="KERNEL_DRIVER_MEMORY"):
-        policy.parse_memory_mb(junk, "KERNEL_DRIVER_MEMORY")
-
-
-@given(st.integers(min_value=0, max_value=10**12))
-def test_memory_units_scale_exactly(n: int) -> None:
-    assert policy.parse_memory_mb(f"{n}m") == n
-    assert policy.parse_memory_mb(f"{n}G") == n * 1024
-    assert policy.parse_memory_mb(f"{n}k") == -(-n // 1024)
-    assert policy.parse_memory_mb(f"{n}.5g") == n * 1024 + 512
-
-
-@given(st.text(max_size=12))
-def test_memory_parser_never_fails_otherwise(text: str) -> None:
-    try:
-        assert policy.parse_memory_mb(text) >= 0
-    except InvalidRequest:
-        pass
+def check(who: Principal, env: dict[str, Any], limits: Any) -> None:
+    """The group level, as ``authorize`` applies it: the request parsed once, then limited."""
+    policy.check_resources(who, parse_request(env), limits)
 
 
 LIMITS: dict[str, dict[str, Any]] = {
@@ -486,60 +457,53 @@ RESOURCE_CASES: list[tuple[Principal, str, str, bool]] = [
 @pytest.mark.parametrize(("who", "name", "value", "ok"), RESOURCE_CASES)
 def test_resource_limits_matrix(who: Principal, name: str, value: str, ok: bool) -> None:
     if ok:
-        policy.check_resources(who, {name: value}, LIMITS)
+        check(who, {name: value}, LIMITS)
     else:
         with pytest.raises(LimitReached, match=f"{name}={value} is more than {who.name}"):
-            policy.check_resources(who, {name: value}, LIMITS)
+            check(who, {name: value}, LIMITS)
 
 
 def test_resource_message_names_limit_and_group() -> None:
     with pytest.raises(LimitReached, match=r"\(8g, the limit of group 'analysts'\)"):
-        policy.check_resources(ALICE, {"KERNEL_DRIVER_MEMORY": "9g"}, LIMITS)
+        check(ALICE, {"KERNEL_DRIVER_MEMORY": "9g"}, LIMITS)
     with pytest.raises(LimitReached, match=r"\(2g, the limit of group '\*'\)"):
-        policy.check_resources(CAROL, {"KERNEL_DRIVER_MEMORY": "9g"}, LIMITS)
+        check(CAROL, {"KERNEL_MEMORY": "9g"}, LIMITS)  # either spelling of the kernel's memory
 
 
 @pytest.mark.parametrize(("name", "junk"), [
-    ("KERNEL_DRIVER_MEMORY", "lots"), ("KERNEL_DRIVER_MEMORY", "-1g"), ("KERNEL_DRIVER_MEMORY", ""),
+    ("KERNEL_DRIVER_MEMORY", "lots"), ("KERNEL_DRIVER_MEMORY", "-1g"), ("KERNEL_MEMORY", "1 g"),
     ("KERNEL_NUM_EXECUTORS", "1.5"), ("KERNEL_NUM_EXECUTORS", "-1"), ("KERNEL_NUM_EXECUTORS", "x"),
-    ("KERNEL_NUM_EXECUTORS", "+2"), ("KERNEL_GPUS", "\u0661"), ("KERNEL_GPUS", None),
+    ("KERNEL_NUM_EXECUTORS", "+2"), ("KERNEL_GPUS", "\u0661"),
     ("KERNEL_EXECUTOR_MEMORY", "4 g"),  # limited for group gpu only: junk is junk for everyone
+    ("KERNEL_EXECUTOR_CORES", "x"),  # limited by no group: parsed once, junk all the same
 ])
 def test_junk_resource_values_name_the_variable(name: str, junk: Any) -> None:
     with pytest.raises(InvalidRequest, match=name):
-        policy.check_resources(CAROL, {name: junk}, LIMITS)
+        check(CAROL, {name: junk}, LIMITS)
 
 
 def test_no_limits_allow_anything() -> None:
-    policy.check_resources(CAROL, {"KERNEL_DRIVER_MEMORY": "1000t"}, {})
-    policy.check_resources(CAROL, {"KERNEL_DRIVER_MEMORY": "1000t"}, {"gpu": {"KERNEL_GPUS": 1}})
-    policy.check_resources(CAROL, {}, LIMITS)
+    check(CAROL, {"KERNEL_DRIVER_MEMORY": "1000t"}, {})
+    check(CAROL, {"KERNEL_DRIVER_MEMORY": "1000t"}, {"gpu": {"KERNEL_GPUS": 1}})
+    check(CAROL, {}, LIMITS)
 
 
 def test_equal_limits_are_credited_deterministically() -> None:
     limits = {"b": {"KERNEL_CPUS": 4}, "a": {"KERNEL_CPUS": "4"}}
     got = policy.resource_limits_for(Principal("x", frozenset({"a", "b"})), limits)
-    assert got == {"KERNEL_CPUS": policy.ResourceLimit("a", "4", 4)}
+    assert got == {"cpus": Limit("cpus", "4", 4, "the limit of group 'a'")}
 
 
 @pytest.mark.parametrize("limits", [
     {"g": {"KERNEL_DRIVER_MEMORY": "lots"}}, {"g": {"KERNEL_CPUS": -1}},
     {"g": {"KERNEL_CPUS": True}}, {"g": {"KERNEL_CPUS": 1.5}}, {"g": ["KERNEL_CPUS"]},
-    {"g": {"KERNEL_DRIVER_MEMORY": -5}},
+    {"g": {"KERNEL_DRIVER_MEMORY": -5}}, {"g": {"KERNEL_OTHER_MEMORY": "1g"}},
 ])
 def test_malformed_limits_are_config_errors_naming_the_group(limits: Any) -> None:
     with pytest.raises(ConfigError, match="'g'"):
         policy.validate_resource_limits(limits)
     with pytest.raises(ConfigError):
-        policy.check_resources(CAROL, {}, limits)
-
-
-@pytest.mark.parametrize(("name", "memory"), [
-    ("KERNEL_DRIVER_MEMORY", True), ("KERNEL_MEMORY", True), ("spark_executor_memory", True),
-    ("KERNEL_MEM", True), ("KERNEL_CPUS", False), ("KERNEL_MEMORY_FRACTION", False),
-])
-def test_memory_resources_by_name(name: str, memory: bool) -> None:
-    assert policy.is_memory_resource(name) is memory
+        check(CAROL, {}, limits)
 
 
 # --- Ownership and env visibility ---------------------------------------------------------
@@ -615,7 +579,9 @@ def launch(env: dict[str, str]) -> policy.LaunchRequest:
 def test_authorize_runs_the_caller_as_itself() -> None:
     plan = policy.authorize(ALICE, launch({"KERNEL_DRIVER_MEMORY": "4g"}), "py", {}, SETTINGS)
     assert plan == policy.LaunchPlan(ALICE, "alice", "py",
-                                     {"KERNEL_DRIVER_MEMORY": "4g", "KERNEL_USERNAME": "alice"})
+                                     {"KERNEL_DRIVER_MEMORY": "4g", "KERNEL_USERNAME": "alice"},
+                                     parse_request({"KERNEL_DRIVER_MEMORY": "4g"}))
+    assert plan.resources.memory == 4096
 
 
 def test_authorize_a_service_acting_for_a_user_applies_that_users_rules() -> None:
@@ -690,13 +656,12 @@ def test_an_accepted_name_is_an_ascii_identifier(name: str) -> None:
 
 
 def test_spark_conf_values_share_the_check() -> None:
-    from kernelyard.provisioners.spark_request import SparkLimits, SparkResources, resources_for
+    from kernelyard.provisioners import spark_submit
 
-    limits = SparkLimits(allowed_conf=("spark.sql.*",))
     for bad in ("\\ud800", "\\u2028", "\\u0085"):
         with pytest.raises(InvalidRequest, match="control characters"):
-            resources_for(SparkResources(), limits,
-                          {"KERNEL_SPARK_CONF": '{"spark.sql.x": "a' + bad + 'b"}'})
+            spark_submit.check(parse_request(
+                {"KERNEL_SPARK_CONF": '{"spark.sql.x": "a' + bad + 'b"}'}))
 
 
 # --- Issue 10: an allow-listed kernel env (item 3) -----------------------------------------
@@ -780,7 +745,6 @@ def test_no_name_validator_accepts_a_trailing_newline() -> None:
     from kernelyard import launcher
     from kernelyard.auth.spnego import principal_to_user
     from kernelyard.errors import Unauthorized
-    from kernelyard.provisioners.spark_request import SparkLimits, SparkResources, resources_for
 
     with pytest.raises(Unauthorized):
         principal_to_user("alice\n@EXAMPLE.COM", {"EXAMPLE.COM"})
@@ -788,10 +752,9 @@ def test_no_name_validator_accepts_a_trailing_newline() -> None:
         launcher._kernel_id_arg("k1\n")
     with pytest.raises(argparse.ArgumentTypeError):
         launcher._spark_conf_arg("spark.a\n=1")
-    limits = SparkLimits(allowed_conf=("spark.sql.*",))
     for env in ({"KERNEL_SPARK_CONF": '{"spark.sql.x\\n": "1"}'}, {"KERNEL_QUEUE": "default\n"}):
         with pytest.raises(InvalidRequest):
-            resources_for(SparkResources(), limits, env)
+            parse_request(env)
 
 
 def test_settings_keyed_by_kernelspec_are_rekeyed_by_the_listed_name() -> None:

@@ -1,135 +1,111 @@
-"""Shipping the launcher by SFTP: concurrent first starts on a host, and other gateways.
+"""Shipping the launcher: concurrent first starts on a host, and other gateways.
 
-The SFTP server is a fake with SFTP v3's rename (it never replaces a file) that
-yields to the event loop at every call, so concurrent starts interleave as they
-do over a network.
+The install script really runs (here, in a temporary folder standing for the
+remote user's home); only the ssh transport is a stand-in that runs the command
+with ``sh -c`` and counts the runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
-from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import asyncssh
-
-from kernelyard.provisioners.ssh import SSHProvisioner, launcher_source
-
-
-class FakeSFTP:
-    def __init__(self, files: dict[str, bytes], before_rename: Callable[[], None]):
-        self.files = files
-        self.before_rename = before_rename
-
-    async def __aenter__(self) -> FakeSFTP:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
-
-    async def makedirs(self, path: str, exist_ok: bool = False) -> None:
-        await asyncio.sleep(0)
-
-    async def exists(self, path: str) -> bool:
-        await asyncio.sleep(0)
-        return path in self.files
-
-    def open(self, path: str, mode: str) -> FakeFile:
-        return FakeFile(self.files, path)
-
-    async def rename(self, old: str, new: str) -> None:
-        await asyncio.sleep(0)
-        self.before_rename()
-        if new in self.files:
-            raise asyncssh.SFTPFailure("File already exists")
-        self.files[new] = self.files.pop(old)
-
-    async def remove(self, path: str) -> None:
-        await asyncio.sleep(0)
-        del self.files[path]
+from kernelyard.provisioners.command import launcher_source
+from kernelyard.provisioners.ssh_backend import SSHBackend, SSHConfig, SSHHostError
 
 
-class FakeFile:
-    def __init__(self, files: dict[str, bytes], path: str):
-        self.files, self.path = files, path
-
-    async def __aenter__(self) -> FakeFile:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
-
-    async def write(self, data: bytes) -> None:
-        await asyncio.sleep(0)
-        self.files[self.path] = data
-
-    async def read(self) -> bytes:
-        await asyncio.sleep(0)
-        return self.files[self.path]
+@dataclass
+class Result:
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
 
 
-class FakeConn:
-    def __init__(self, before_rename: Callable[[], None] = lambda: None):
-        self.files: dict[str, bytes] = {}
-        self.before_rename = before_rename
+class LocalConn:
+    """Runs what the backend would run on the host, in ``home``."""
 
-    def start_sftp_client(self) -> FakeSFTP:
-        return FakeSFTP(self.files, self.before_rename)
+    def __init__(self, home: Path):
+        self.home = home
+        self.runs = 0
+
+    async def run(self, command: str, input: bytes = b"", encoding: Any = None,
+                  timeout: float = 30) -> Result:
+        self.runs += 1
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", command, cwd=self.home, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+        return Result(proc.returncode or 0, out, err)
 
 
-def _provisioner(remote_dir: str = "ky") -> SSHProvisioner:
-    return SSHProvisioner(kernel_id=str(uuid.uuid4()), kernel_spec=None, remote_dir=remote_dir)
+def _backend(remote_dir: str = "ky") -> SSHBackend:
+    """The backend object the kernelspecs of one SSH configuration share."""
+    return SSHBackend(SSHConfig(remote_dir=remote_dir, remote_python="python3"))
 
 
-def _ship(conn: FakeConn, host: str, n: int) -> list[Any]:
+def _files(home: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(home)): p.read_bytes() for p in home.rglob("*") if p.is_file()}
+
+
+def _ship(backends: list[SSHBackend], conn: LocalConn, n: int) -> list[Any]:
     async def all_at_once() -> list[Any]:
-        return await asyncio.gather(*(_provisioner()._ship_launcher(conn, host)
-                                      for _ in range(n)), return_exceptions=True)
+        host = f"host-{uuid.uuid4()}"
+        return await asyncio.gather(*(backends[i % len(backends)].ship_launcher(conn, host)
+                                      for i in range(n)), return_exceptions=True)
 
     return asyncio.run(all_at_once())
 
 
-def test_concurrent_first_starts_on_a_host_ship_once_and_all_succeed() -> None:
-    conn = FakeConn()
-    paths = _ship(conn, f"host-{uuid.uuid4()}", 4)
+def test_concurrent_first_starts_on_a_host_ship_once_and_all_succeed(tmp_path: Path) -> None:
+    conn = LocalConn(tmp_path)
+    paths = _ship([_backend()], conn, 4)
     assert len(set(paths)) == 1 and isinstance(paths[0], str), paths
-    assert conn.files == {paths[0]: launcher_source()}  # no temporary file left
+    assert conn.runs == 1
+    assert _files(tmp_path) == {paths[0]: launcher_source()}  # no temporary file left
 
 
-def test_a_copy_another_gateway_just_put_there_is_kept() -> None:
-    conn = FakeConn()
+def test_two_gateways_installing_at_once_both_succeed(tmp_path: Path) -> None:
+    conn = LocalConn(tmp_path)
+    paths = _ship([_backend(), _backend()], conn, 6)
+    assert len(set(paths)) == 1 and isinstance(paths[0], str), paths
+    assert _files(tmp_path) == {paths[0]: launcher_source()}
+
+
+def test_a_copy_another_gateway_put_there_is_kept(tmp_path: Path) -> None:
+    conn = LocalConn(tmp_path)
     source = launcher_source()
-
-    def other_gateway() -> None:  # renames its own copy in place first
-        path = next(p for p in conn.files if p.endswith(".tmp")).rsplit(".", 2)[0]
-        conn.files.setdefault(path, source)
-
-    conn.before_rename = other_gateway
-    [path] = _ship(conn, f"host-{uuid.uuid4()}", 1)
-    assert conn.files == {path: source}
+    first = _ship([_backend()], conn, 1)[0]
+    inode = os.stat(tmp_path / first).st_ino
+    again = _ship([_backend()], conn, 1)[0]  # another gateway: its own backend object
+    assert again == first and os.stat(tmp_path / first).st_ino == inode
+    assert _files(tmp_path) == {first: source}
 
 
-def test_a_different_file_in_the_way_is_an_error() -> None:
-    conn = FakeConn()
-
-    def squatter() -> None:
-        path = next(p for p in conn.files if p.endswith(".tmp")).rsplit(".", 2)[0]
-        conn.files.setdefault(path, b"not the launcher")
-
-    conn.before_rename = squatter
-    [error] = _ship(conn, f"host-{uuid.uuid4()}", 1)
-    assert isinstance(error, asyncssh.SFTPFailure), error
-    assert list(conn.files.values()) == [b"not the launcher"]  # no temporary file left
+def test_a_different_file_in_the_way_is_an_error(tmp_path: Path) -> None:
+    conn = LocalConn(tmp_path)
+    path = _ship([_backend()], conn, 1)[0]
+    (tmp_path / path).write_bytes(b"not the launcher")
+    [error] = _ship([_backend()], conn, 1)
+    assert isinstance(error, SSHHostError) and "in the way" in str(error), error
+    assert _files(tmp_path) == {path: b"not the launcher"}
 
 
-def test_each_remote_dir_of_a_host_gets_the_launcher() -> None:
+def test_each_remote_dir_of_a_host_gets_the_launcher(tmp_path: Path) -> None:
     """Two kernelspecs with their own remote_dir on one host: both folders get a copy."""
-    conn, host = FakeConn(), f"host-{uuid.uuid4()}"
+    conn = LocalConn(tmp_path)
 
     async def one_then_the_other() -> list[str]:
-        return [await _provisioner(d)._ship_launcher(conn, host) for d in ("a", "b")]
+        return [await _backend(d).ship_launcher(conn, "h") for d in ("a", "b")]
 
     paths = asyncio.run(one_then_the_other())
     assert [p.split("/")[0] for p in paths] == ["a", "b"]
-    assert conn.files == {p: launcher_source() for p in paths}
+    assert _files(tmp_path) == {p: launcher_source() for p in paths}
+
+
+def test_the_remote_dir_is_private(tmp_path: Path) -> None:
+    _ship([_backend("fresh")], LocalConn(tmp_path), 1)
+    assert (tmp_path / "fresh").stat().st_mode & 0o777 == 0o700

@@ -93,3 +93,17 @@ def test_the_message_names_the_kernelyard_command() -> None:
     assert "kernelyard kernelspec install ssh --name dist --hosts" in ssh
     other = eg_kernelspec_message("k8s", "a.b.KubernetesProcessProxy")
     assert "install ssh" in other and "install yarn" in other and "no backend" in other
+
+
+def test_malformed_kernelspec_resource_limits_stop_the_gateway_naming_the_setting() -> None:
+    from kernelyard.startup_checks import _limits_error
+
+    bad = YarnProvisioner(kernel_id="k", kernel_spec=None,
+                          resource_limits={"KERNEL_MEMORY": "lots"})
+    message = _limits_error(bad, "spark")
+    assert "YarnProvisioner.resource_limits" in message and "KERNEL_MEMORY" in message
+    old = YarnProvisioner(kernel_id="k", kernel_spec=None, max_driver_memory="1 g")
+    assert "max_driver_memory" in _limits_error(old, "spark")
+    assert _limits_error(LocalKernelProvisioner(kernel_id="k", kernel_spec=None), "py") == ""
+    errors, _ = plan([SpecAccount("spark", "kernelyard-yarn", False, config_error=message)], [])
+    assert errors == [f"Refusing to start: kernelspec 'spark' (kernelyard-yarn): {message}"]

@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kernelyard.errors import BackendUnavailable, ConfigError, InvalidRequest
-from kernelyard.provisioners.spark_request import (
-    SparkLimits,
-    SparkResources,
-    memory_mb,
-    resources_for,
-)
+from kernelyard.provisioners import spark_submit
+from kernelyard.provisioners.yarn import YarnProvisioner
 from kernelyard.provisioners.yarn_rm import (
     ResourceManager,
     YarnApp,
@@ -25,63 +23,109 @@ from kernelyard.provisioners.yarn_rm import (
     _log_contents,
     rm_urls_from_hadoop_conf,
 )
+from kernelyard.resources import Resources, parse_request
 
-LIMITS = SparkLimits(max_driver_memory="4g", max_executor_memory="8g", max_cores=4,
-                     max_executors=10, allowed_conf=("spark.sql.*",),
-                     allowed_queues=())
-
-
-@pytest.mark.parametrize(("text", "mb"), [("512m", 512), ("2g", 2048), ("2G", 2048),
-                                          ("1t", 1024 * 1024), ("1024k", 1)])
-def test_memory_sizes(text: str, mb: float) -> None:
-    assert memory_mb(text, "X") == mb
+SETTINGS = {"max_driver_memory": "4g", "max_executor_memory": "8g", "max_cores": 4,
+            "max_executors": 10, "allowed_spark_conf": ["spark.sql.*"]}
 
 
-@pytest.mark.parametrize("text", ["", "1.5g", "0m", "-1g", "1 g", "1gb", "g", "12345678m"])
+def checked(env: dict[str, str], **settings: Any) -> Resources:
+    """A request as the policy parses it, checked by a YARN kernelspec's level."""
+    resources = parse_request(env)
+    YarnProvisioner(**{**SETTINGS, **settings}).check_resources(resources, "alice", "spark")
+    return resources
+
+
+def options(env: dict[str, str], **settings: Any) -> list[str]:
+    provisioner = YarnProvisioner(**{**SETTINGS, **settings})
+    return spark_submit.submit_options(checked(env, **settings), provisioner._defaults())
+
+
+@pytest.mark.parametrize(("env", "driver"), [
+    ({"KERNEL_DRIVER_MEMORY": "512m"}, "512m"), ({"KERNEL_DRIVER_MEMORY": "2g"}, "2048m"),
+    ({"KERNEL_MEMORY": "2G"}, "2048m"), ({"KERNEL_DRIVER_MEMORY": "1.5g"}, "1536m"),
+    ({"KERNEL_DRIVER_MEMORY": "1gb"}, "1024m"), ({"KERNEL_MEMORY": "1024k"}, "1m"),
+    ({}, "1024m"),  # the kernelspec's driver_memory (1g)
+])
+def test_memory_sizes_in_the_one_grammar(env: dict[str, str], driver: str) -> None:
+    """Issue 11: 1.5g and 1gb, refused by the old YARN parser, are the group limits' grammar."""
+    got = options(env)
+    assert got[got.index("--driver-memory") + 1] == driver
+
+
+@pytest.mark.parametrize("text", ["", "0m", "-1g", "1 g", "g", "12345678m", "4097m"])
 def test_bad_memory_sizes_name_the_variable(text: str) -> None:
+    env = {"KERNEL_DRIVER_MEMORY": text or "x"}
     with pytest.raises(InvalidRequest, match="KERNEL_DRIVER_MEMORY"):
-        memory_mb(text, "KERNEL_DRIVER_MEMORY")
+        checked(env)
 
 
 def test_request_within_limits_overrides_the_kernelspec() -> None:
-    got = resources_for(SparkResources(conf={"spark.a": "1"}), LIMITS, {
-        "KERNEL_QUEUE": "analytics", "KERNEL_DRIVER_MEMORY": "4G",
-        "KERNEL_EXECUTOR_CORES": "4", "KERNEL_NUM_EXECUTORS": "0",
-        "KERNEL_SPARK_CONF": json.dumps({"spark.sql.shuffle.partitions": 8,
-                                         "spark.sql.ansi.enabled": True})})
-    assert got.queue == "analytics" and got.driver_memory == "4g"
-    assert (got.executor_cores, got.num_executors) == (4, 0)
-    assert got.conf == {"spark.a": "1", "spark.sql.shuffle.partitions": "8",
-                        "spark.sql.ansi.enabled": "true"}
-    assert got.dynamic_allocation_conf()["spark.dynamicAllocation.minExecutors"] == "0"
-    assert "--num-executors" not in got.submit_args()
+    env = {"KERNEL_QUEUE": "analytics", "KERNEL_DRIVER_MEMORY": "4G",
+           "KERNEL_EXECUTOR_CORES": "4", "KERNEL_NUM_EXECUTORS": "0",
+           "KERNEL_SPARK_CONF": json.dumps({"spark.sql.shuffle.partitions": 8,
+                                            "spark.sql.ansi.enabled": True})}
+    got = options(env, spark_conf={"spark.a": "1"})
+    assert got == ["--queue", "analytics", "--driver-memory", "4096m", "--driver-cores", "1",
+                   "--executor-memory", "1024m", "--executor-cores", "4"]
+    conf = spark_submit.spark_conf(parse_request(env), YarnProvisioner(
+        spark_conf={"spark.a": "1"})._defaults())
+    assert {k: v for k, v in conf.items() if not k.startswith("spark.dynamic")} == {
+        "spark.a": "1", "spark.sql.shuffle.partitions": "8", "spark.sql.ansi.enabled": "true"}
+    assert conf["spark.dynamicAllocation.minExecutors"] == "0"
+    assert "--num-executors" in options({"KERNEL_NUM_EXECUTORS": "3"})
 
 
 @pytest.mark.parametrize(("env", "names"), [
-    ({"KERNEL_DRIVER_MEMORY": "5g"}, "KERNEL_DRIVER_MEMORY=5g is over the limit of 4g"),
+    ({"KERNEL_DRIVER_MEMORY": "5g"}, "KERNEL_DRIVER_MEMORY=5g is more than alice may request "
+     "(4g, the limit of kernelspec 'spark' (YarnProvisioner.max_driver_memory))"),
+    ({"KERNEL_MEMORY": "5g"}, "KERNEL_MEMORY=5g is more than alice"),
     ({"KERNEL_EXECUTOR_MEMORY": "9g"}, "KERNEL_EXECUTOR_MEMORY"),
-    ({"KERNEL_DRIVER_CORES": "0"}, "KERNEL_DRIVER_CORES=0 is outside 1..4"),
+    ({"KERNEL_DRIVER_CORES": "0"}, "KERNEL_DRIVER_CORES=0: Spark's driver takes whole cores"),
+    ({"KERNEL_CPUS": "1.5"}, "KERNEL_CPUS=1.5: Spark's driver takes whole cores"),
+    ({"KERNEL_DRIVER_CORES": "5"}, "KERNEL_DRIVER_CORES=5 is more than alice may request "
+     "(4, the limit of kernelspec 'spark' (YarnProvisioner.max_cores))"),
     ({"KERNEL_NUM_EXECUTORS": "11"}, "KERNEL_NUM_EXECUTORS=11"),
     ({"KERNEL_NUM_EXECUTORS": "two"}, "KERNEL_NUM_EXECUTORS must be a whole number"),
     ({"KERNEL_QUEUE": "a/b"}, "KERNEL_QUEUE"),
+    ({"KERNEL_GPUS": "1"}, "KERNEL_GPUS is not supported by kernelspec 'spark'"),
+    ({"KERNEL_WALLTIME": "1h"}, "KERNEL_WALLTIME is not supported"),
+    ({"KERNEL_MEMORY_LIMIT": "2g"}, "KERNEL_MEMORY_LIMIT is not supported"),
     ({"KERNEL_SPARK_CONF": "[1]"}, "JSON object"),
-    ({"KERNEL_SPARK_CONF": "{"}, "JSON object"),
     ({"KERNEL_SPARK_CONF": '{"spark.driver.extraJavaOptions": "-X"}'},
      "spark.driver.extraJavaOptions may not be set"),
-    ({"KERNEL_SPARK_CONF": '{"spark.sql.x": {"a": 1}}'}, "not a Spark conf entry"),
-    ({"KERNEL_SPARK_CONF": '{"hadoop.x": "1"}'}, "not a Spark conf entry"),
     ({"KERNEL_SPARK_CONF": '{"spark.sql.x": "a\\nb"}'}, "control characters"),
+    ({"KERNEL_SPARK_CONF": '{"spark.sql.x": "a\\u2028b"}'}, "control characters"),
 ])
 def test_requests_outside_the_limits_are_400s(env: dict[str, str], names: str) -> None:
-    with pytest.raises(InvalidRequest, match=names.replace(".", r"\.")):
-        resources_for(SparkResources(), LIMITS, env)
+    with pytest.raises(InvalidRequest, match=re.escape(names)):
+        checked(env)
+
+
+def test_gpus_zero_is_no_gpus() -> None:
+    assert checked({"KERNEL_GPUS": "0"}).gpus == 0
 
 
 def test_allowed_queues() -> None:
-    limits = SparkLimits(allowed_queues=("default",))
-    assert resources_for(SparkResources(), limits, {"KERNEL_QUEUE": "default"}).queue == "default"
-    with pytest.raises(InvalidRequest, match="not allowed here"):
-        resources_for(SparkResources(), limits, {"KERNEL_QUEUE": "analytics"})
+    assert checked({"KERNEL_QUEUE": "default"}, allowed_queues=["default"]).queue == "default"
+    with pytest.raises(InvalidRequest, match="KERNEL_QUEUE=analytics is not a queue alice"):
+        checked({"KERNEL_QUEUE": "analytics"}, allowed_queues=["default"])
+
+
+def test_resource_limits_override_the_older_spellings() -> None:
+    limits = {"KERNEL_MEMORY": "8g", "KERNEL_SPARK_CONF": ["spark.x.*"]}
+    assert checked({"KERNEL_DRIVER_MEMORY": "8g"}, resource_limits=limits).memory == 8192
+    checked({"KERNEL_SPARK_CONF": '{"spark.x.y": 1}'}, resource_limits=limits)
+    with pytest.raises(InvalidRequest,
+                       match=r"KERNEL_MEMORY=9g .*YarnProvisioner\.resource_limits"):
+        checked({"KERNEL_MEMORY": "9g"}, resource_limits=limits)
+    with pytest.raises(ConfigError, match=r"YarnProvisioner\.resource_limits"):
+        checked({}, resource_limits={"KERNEL_MEMORY": "lots"})
+
+
+def test_a_bad_kernelspec_size_is_a_config_error_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"YarnProvisioner\.driver_memory"):
+        options({}, driver_memory="1 g")
 
 
 def test_capacity_scheduler_leaf_queues() -> None:
