@@ -32,6 +32,7 @@ from kernelyard.launcher import (
     sign,
 )
 from tests.procs import children_of, wait_gone
+from tests.waits import poll
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER_FILE = REPO / "kernelyard" / "launcher.py"
@@ -354,10 +355,5 @@ def proc_text(pid: int, name: str) -> bytes:
 
 
 def wait_until(predicate: Any, timeout: float = 10, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
+    return bool(poll(predicate, timeout, interval))
 
