@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import gateway as gateway_module
+from tests import realparts
 from tests.gateway import SECRETS, Gateway, start_gateway
 
 # Fixtures of the real parts, for every test module.
@@ -64,6 +65,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gw = start_gateway(tmp_path_factory.mktemp("gateway"))
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="module")
+def hosts() -> dict[str, str]:
+    """ci/ssh-hosts' env (KY_SSH_HOSTS, ...); skips, or in CI fails, without the hosts."""
+    return realparts.ssh_hosts()
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ import pytest
 
 from tests.gateway import Gateway, start_gateway
 from tests.procs import alive, process_table, wait_gone
+from tests.waits import wait_for
 
 SPEC = "contract"
 # The same kernel, with the launcher's callback held back (--port-clash-watch makes the
@@ -138,14 +139,6 @@ def start(backend: ContractBackend, root: Path) -> Gateway:
                          env={"JUPYTER_PATH": str(root / "jupyter"), **backend.gateway_env})
 
 
-def run(gw: Gateway, kernel_id: str, code: str, timeout: float = 60) -> dict[str, Any]:
-    ks = gw.connect(kernel_id)
-    try:
-        return ks.execute(code, timeout=timeout)
-    finally:
-        ks.close()
-
-
 def wait_dead(gw: Gateway, kernel_id: str, timeout: float = 60) -> str:
     """Wait until the gateway reports the kernel dead (or gone); the last state seen."""
     deadline = time.monotonic() + timeout
@@ -207,7 +200,7 @@ class ContractSuite:
             ks.close()
         status, model, _ = gw.request("POST", f"/api/kernels/{kid}/restart", {}, timeout=600)
         assert status == 200 and model["id"] == kid, (status, model)
-        out = run(gw, kid, "import os; print(os.getpid())\nx", backend.execute_timeout)
+        out = gw.run(kid, "import os; print(os.getpid())\nx", backend.execute_timeout)
         assert out["error"]["ename"] == "NameError" and out["stdout"] != pid_before, out
         assert gw.request("DELETE", f"/api/kernels/{kid}", timeout=120)[0] == 204
         assert_nothing_left(backend, root, kid)
@@ -216,7 +209,7 @@ class ContractSuite:
         self, backend: ContractBackend, gw: Gateway, root: Path
     ) -> None:
         kid = gw.start_kernel(SPEC)
-        pid = int(run(gw, kid, "import os; print(os.getpid())", backend.execute_timeout)["stdout"])
+        pid = int(gw.run(kid, "import os; print(os.getpid())", backend.execute_timeout)["stdout"])
         os.kill(pid, signal.SIGKILL)
         assert wait_dead(gw, kid) in ("dead", "gone")
         gw.request("DELETE", f"/api/kernels/{kid}", timeout=120)
@@ -229,7 +222,7 @@ class ContractSuite:
         first = start(backend, sub)
         try:
             kid = first.start_kernel(SPEC)
-            out = run(first, kid, "y = 'survives'; print(y)", backend.execute_timeout)
+            out = first.run(kid, "y = 'survives'; print(y)", backend.execute_timeout)
             assert out["stdout"] == "survives\n", out
             procs = kernel_processes(kid)
         finally:
@@ -237,7 +230,7 @@ class ContractSuite:
         assert procs and all(alive(p) for p in procs), "the kernel did not outlive the gateway"
         second = start(backend, sub)
         try:
-            assert run(second, kid, "print(y)")["stdout"] == "survives\n"
+            assert second.run(kid, "print(y)")["stdout"] == "survives\n"
             assert kernel_processes(kid) == procs, "a second copy of the kernel is running"
             assert second.request("DELETE", f"/api/kernels/{kid}", timeout=120)[0] == 204
             assert wait_gone(procs) == set()
@@ -255,9 +248,9 @@ class ContractSuite:
             first, {"name": SLOW_CALLBACK_SPEC, "env": {"KERNEL_ID": kid}}))
         posting.start()
         try:
-            _wait_until(f"kernel {kid} to be submitted", backend.cleanup_timeout,
-                        lambda: store_has(sub, kid) and what_is_left(backend, sub, kid) != [
-                            "its store record"])
+            wait_for(f"kernel {kid} to be submitted", backend.cleanup_timeout,
+                     lambda: store_has(sub, kid) and what_is_left(backend, sub, kid) != [
+                         "its store record"], interval=0.1)
         finally:
             first.stop(signal.SIGKILL)
         posting.join(30)
@@ -285,10 +278,3 @@ def _wait_for_stdout(ks: Any, msg_id: str, text: str, timeout: float = 60) -> No
                 and text in msg["content"]["text"]):
             return
 
-
-def _wait_until(what: str, timeout: float, probe: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any
 import websocket
 
 from tests.envsweep import EnvSweep
+from tests.waits import poll
 
 LISTENING = re.compile(r"is listening on (http\S+)")
 # Secrets shorter than this are not swept for: they would match ordinary words.
@@ -155,12 +157,23 @@ class Gateway:
     def log_shows(self, text: str, timeout: float = 10, count: int = 1) -> bool:
         """Whether ``text`` appears ``count`` times in the log within ``timeout`` seconds
         (jupyter_server writes a request's access line just after the response)."""
-        deadline = time.monotonic() + timeout
-        while self.log().count(text) < count:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
+        return poll(lambda: self.log().count(text) >= count, timeout, 0.05)
+
+    def as_caller(self, token: str) -> Gateway:
+        """The same gateway, seen by a client that sends ``token``."""
+        return dataclasses.replace(self, token=token)
+
+    def run(self, kernel_id: str, code: str, timeout: float = 60,
+            check: bool = False) -> dict[str, Any]:
+        """Run ``code`` on a kernel through a websocket of its own (``KernelSocket.execute``);
+        ``check``: assert that it raised no error."""
+        ks = self.connect(kernel_id)
+        try:
+            out = ks.execute(code, timeout=timeout)
+        finally:
+            ks.close()
+        assert not check or out["error"] is None, out
+        return out
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         SECRETS.envs.look()  # the kernels still running, before the gateway takes them down
@@ -229,6 +242,27 @@ def start_gateway(
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"gateway did not start:\n{log_path.read_text(errors='replace')}")
+
+
+def token_cli_run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``kernelyard token ARGS`` on the store of the gateway whose data dir is
+    ``data_dir`` (the store key comes from the files there, not from this process)."""
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(data_dir)}
+    env.pop("KERNELYARD_STORE_KEY", None)
+    return subprocess.run([sys.executable, "-m", "kernelyard.cli.main", "token", *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def token_cli(data_dir: Path, *args: str) -> str:
+    """``token_cli_run`` that must succeed; its output."""
+    result = token_cli_run(data_dir, *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def issue(data_dir: Path, user: str, *args: str) -> str:
+    """``kernelyard token issue USER ARGS`` on the gateway's store; the token."""
+    return token_cli(data_dir, "issue", user, *args)
 
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -338,10 +372,7 @@ def audit_lines(path: Path) -> list[dict[str, Any]]:
 
 def wait_for_audit(path: Path, timeout: float = 20, **match: Any) -> dict[str, Any]:
     """The first audit line with these fields (lines are written as requests end)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [r for r in audit_lines(path) if all(r.get(k) == v for k, v in match.items())]
-        if found or time.monotonic() > deadline:
-            assert found, (match, audit_lines(path)[-10:])
-            return found[0]
-        time.sleep(0.1)
+    found = poll(lambda: [r for r in audit_lines(path)
+                          if all(r.get(k) == v for k, v in match.items())], timeout, 0.1)
+    assert found, (match, audit_lines(path)[-10:])
+    return found[0]

@@ -37,6 +37,13 @@ def write_spec(root: Path, name: str, argv: list[str], **extra: object) -> None:
     (folder / "kernel.json").write_text(json.dumps(spec))
 
 
+def provisioner_spec(root: Path, name: str, argv: list[str], provisioner: str,
+                     **config: object) -> None:
+    """A kernelspec whose kernels ``provisioner`` starts with ``config`` (signal interrupts)."""
+    write_spec(root, name, argv, interrupt_mode="signal", metadata={
+        "kernel_provisioner": {"provisioner_name": provisioner, "config": config}})
+
+
 def make_test_kernelspecs(root: Path) -> Path:
     """Write the test kernelspecs under ``root`` (use it as JUPYTER_PATH)."""
     write_spec(root, "python3", IPYKERNEL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,12 @@ def children_of(pid: int) -> set[int]:
         frontier = {p for p, pp in parents.items() if pp in frontier} - found
         found |= frontier
     return found
+
+
+def pgrep(pattern: str) -> set[int]:
+    """Processes whose command line matches ``pattern`` (``pgrep -f``), this one left out."""
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()} - {os.getpid()}
 
 
 def alive(pid: int) -> bool:

@@ -173,3 +173,16 @@ def state(name: str) -> Path:
 def ssh_hosts() -> dict[str, str]:
     """ci/ssh-hosts' state (KY_SSH_HOSTS, KY_SSH_GATEWAY_IP, KY_SSH_KEY, ...)."""
     return env("ssh-hosts")
+
+
+def ssh_login_args(hosts: dict[str, str]) -> list[str]:
+    """The gateway options that log in to ci/ssh-hosts' hosts: user, key, known hosts."""
+    return [f"--SSHProvisioner.username={hosts['KY_SSH_USER']}",
+            f"--SSHProvisioner.client_keys={hosts['KY_SSH_KEY']}",
+            f"--SSHProvisioner.known_hosts={hosts['KY_SSH_KNOWN_HOSTS']}"]
+
+
+def ssh_login_config(hosts: dict[str, str]) -> dict[str, object]:
+    """The same as kernelspec provisioner config (``ssh_login_args``)."""
+    return {"username": hosts["KY_SSH_USER"], "client_keys": [hosts["KY_SSH_KEY"]],
+            "known_hosts": hosts["KY_SSH_KNOWN_HOSTS"]}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests import realparts
+from tests.waits import wait_for
 
 STATE = realparts.state("yarn")
 KILL_TIMEOUT = 60
@@ -56,17 +56,6 @@ def apps(env: dict[str, str], tag: str, states: str | None = None) -> list[dict[
 
 def kill(env: dict[str, str], app_id: str) -> None:
     rm(env, f"/ws/v1/cluster/apps/{app_id}/state", "PUT", {"state": "KILLED"})
-
-
-def wait_for(what: str, timeout: float, probe: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(1)
 
 
 @pytest.fixture

@@ -28,7 +28,8 @@ from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Float, Unicode
 
 from ..errors import KernelStartFailed
-from ..policy import base_env, check_kernel_id
+from ..identity import check_kernel_id
+from ..kernel_env import base_env
 from ..provisioners import command
 from ..provisioners.backend import Backend, BackendConfig
 from ..provisioners.base import RemoteProvisionerBase

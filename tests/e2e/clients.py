@@ -4,8 +4,8 @@ Every process runs in its own temp folders (root dir, JUPYTER_RUNTIME_DIR,
 JUPYTER_CONFIG_DIR, JUPYTER_DATA_DIR, JupyterLab settings and workspaces), so
 nothing is read from or written to the user's Jupyter setup.
 
-Missing prerequisites make a test FAIL (not skip): CI installs them all with
-``bash ci/e2e/install.sh``.
+A missing prerequisite skips the test, or fails it under KERNELYARD_REAL_PARTS=required
+(CI, which installs them all with ``bash ci/e2e/install.sh``): tests/realparts.py.
 """
 
 from __future__ import annotations
@@ -195,16 +195,6 @@ def start_jupyter(
         time.sleep(0.2)
     jp.stop()
     raise RuntimeError(f"jupyter {app} did not start (exit {proc.returncode}):\n{jp.log()}")
-
-
-def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2) -> Any:
-    """Poll ``predicate()`` until it returns something truthy; return that (or the last)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def gateway_kernel_ids(gateway: Gateway) -> set[str]:

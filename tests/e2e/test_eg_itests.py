@@ -61,8 +61,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     write_spec(specs, "python_distributed", ["kernelyard-launcher", "--", *REMOTE_KERNEL],
                metadata={"kernel_provisioner": {"provisioner_name": "kernelyard-ssh", "config": {
                    "hosts": hosts["KY_SSH_HOSTS"].split(",")[:2], "user_mode": "service",
-                   "username": hosts["KY_SSH_USER"], "client_keys": [hosts["KY_SSH_KEY"]],
-                   "known_hosts": hosts["KY_SSH_KNOWN_HOSTS"], "poll_interval": 1.0}}})
+                   **realparts.ssh_login_config(hosts), "poll_interval": 1.0}}})
     # No token: EG's clients send none. The SSH hosts call back on the bridge's address.
     gateway = start_gateway(root, "--ip", hosts["KY_SSH_GATEWAY_IP"], "--allow-unauthenticated",
                             f"--KernelyardApp.audit_log={root / 'audit.log'}", token=None,

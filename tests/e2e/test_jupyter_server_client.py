@@ -16,9 +16,9 @@ from tests.e2e.clients import (
     gateway_kernel_ids,
     require_jupyterlab,
     start_jupyter,
-    wait_for,
 )
 from tests.gateway import Gateway
+from tests.waits import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +74,7 @@ def test_session_runs_code_in_a_kernelyard_kernel(
         status, body = jupyter_server.request("DELETE", f"/api/sessions/{session_id}")
         assert status == 204, (status, body, diagnostics(jupyter_server, gateway))
         deleted = True
-        gone = wait_for(lambda: kernel_id not in gateway_kernel_ids(gateway), timeout=30)
+        gone = poll(lambda: kernel_id not in gateway_kernel_ids(gateway), timeout=30)
         assert gone, f"kernel {kernel_id} still in kernelyard\n{diagnostics(gateway)}"
         status, sessions = jupyter_server.request("GET", "/api/sessions")
         assert status == 200, sessions

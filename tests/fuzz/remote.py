@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests import realparts
 from tests.gateway import SECRETS, Gateway, start_gateway
 
 REMOTE_PY = "/usr/bin/python3"
@@ -115,9 +116,7 @@ def start_ssh_gateway(root: Path, hosts: Mapping[str, str], *extra: str,
                       callback_url: str | None = None) -> Gateway:
     """A gateway on the hosts' bridge; kernelspecs come from ``root / 'jupyter'``."""
     args = ["--ip", hosts["KY_SSH_GATEWAY_IP"],
-            f"--SSHProvisioner.username={hosts['KY_SSH_USER']}",
-            f"--SSHProvisioner.client_keys={hosts['KY_SSH_KEY']}",
-            f"--SSHProvisioner.known_hosts={hosts['KY_SSH_KNOWN_HOSTS']}",
+            *realparts.ssh_login_args(hosts),
             "--SSHProvisioner.poll_interval=1"]  # connect_timeout: the default, for loaded hosts
     if callback_url:
         args.append(f"--CallbackRegistry.callback_url={callback_url}")

@@ -3,7 +3,6 @@ token, revocation, the websocket, and a bad setting that stops the gateway."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -15,28 +14,9 @@ from pathlib import Path
 import pytest
 import websocket
 
-from tests.gateway import Gateway, free_port, start_gateway
+from tests.gateway import Gateway, free_port, issue, start_gateway, token_cli_run
 
 CHAIN = ("--KernelyardApp.authenticators=api-token", "--KernelyardApp.authenticators=token")
-
-
-def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``kernelyard token ...`` on the store of the gateway whose data dir is ``data_dir``."""
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(data_dir)}
-    env.pop("KERNELYARD_STORE_KEY", None)
-    return subprocess.run([sys.executable, "-m", "kernelyard.cli.main", "token", *args],
-                          capture_output=True, text=True, timeout=60, env=env)
-
-
-def issue(data_dir: Path, *args: str) -> str:
-    result = cli(data_dir, "issue", *args)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def as_caller(gw: Gateway, token: str) -> Gateway:
-    """The same gateway, seen by a client that sends ``token``."""
-    return dataclasses.replace(gw, token=token)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +40,7 @@ def data_dir(tmp: Path) -> Path:
 def test_an_issued_token_works_over_http(gw: Gateway, data_dir: Path) -> None:
     token = issue(data_dir, "alice", "--groups", "analysts")
     assert token.startswith("ky_")
-    alice = as_caller(gw, token)
+    alice = gw.as_caller(token)
     status, body, _ = alice.request("GET", "/api/kernels")
     assert status == 200 and body == []
     # The principal reaches the handlers: jupyter_server's access log names the user.
@@ -81,7 +61,7 @@ def test_revoked_token_is_401_and_the_shared_token_still_works(
     token = issue(data_dir, "carol")
     assert gw.request("GET", "/api/kernels", token=token)[0] == 200
     token_id = token.split("_")[1]
-    revoked = cli(data_dir, "revoke", token_id)
+    revoked = token_cli_run(data_dir, "revoke", token_id)
     assert revoked.returncode == 0 and token_id in revoked.stdout
     status, body, _ = gw.request("GET", "/api/kernels", token=token)
     assert status == 401 and body["reason"] == "Unauthorized"
@@ -91,7 +71,7 @@ def test_revoked_token_is_401_and_the_shared_token_still_works(
 
 def test_revoking_a_user_revokes_all_their_tokens(gw: Gateway, data_dir: Path) -> None:
     first, second = issue(data_dir, "dave"), issue(data_dir, "dave")
-    assert cli(data_dir, "revoke", "dave").returncode == 0
+    assert token_cli_run(data_dir, "revoke", "dave").returncode == 0
     for token in (first, second):
         assert gw.request("GET", "/api/kernels", token=token)[0] == 401
 
@@ -111,12 +91,12 @@ def test_an_expired_token_is_401(gw: Gateway, data_dir: Path) -> None:
     token = issue(data_dir, "erin", "--expires-in", "1s")
     time.sleep(1.2)
     assert gw.request("GET", "/api/kernels", token=token)[0] == 401
-    listed = cli(data_dir, "list")
+    listed = token_cli_run(data_dir, "list")
     assert "erin" in listed.stdout and "expired" in listed.stdout
 
 
 def test_the_websocket_accepts_an_api_token(gw: Gateway, data_dir: Path) -> None:
-    frank = as_caller(gw, issue(data_dir, "frank"))
+    frank = gw.as_caller(issue(data_dir, "frank"))
     kernel_id = frank.start_kernel()
     try:
         ks = frank.connect(kernel_id)
@@ -126,7 +106,7 @@ def test_the_websocket_accepts_an_api_token(gw: Gateway, data_dir: Path) -> None
             ks.close()
         for token in ("ky_0123456789ab_" + "B" * 43, ""):
             with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-                as_caller(gw, token).connect(kernel_id)
+                gw.as_caller(token).connect(kernel_id)
             assert refused.value.status_code == 401
     finally:
         assert frank.request("DELETE", f"/api/kernels/{kernel_id}")[0] == 204

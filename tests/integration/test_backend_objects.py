@@ -26,7 +26,7 @@ from tests.integration.test_run_as_user import (
     _users_ready,
     loopback_sshd,  # noqa: F401 - a fixture
 )
-from tests.kernelspecs import write_spec
+from tests.kernelspecs import provisioner_spec
 from tests.realparts import ssh_hosts
 
 # Generous: a bound for a hung test, not a measure of speed (the poll interval is 1 s).
@@ -38,9 +38,8 @@ def _spec(root: Path, name: str, user: str, sshd: dict[str, str]) -> None:
         "hosts": ["127.0.0.1"], "port": int(sshd["port"]), "username": user,
         "client_keys": [str(USERS_STATE / "keys" / user)],
         "known_hosts": sshd["known_hosts"], "poll_interval": 1.0}
-    write_spec(root, name, ["kernelyard-launcher", "--", *KERNEL], interrupt_mode="signal",
-               metadata={"kernel_provisioner": {"provisioner_name": "kernelyard-ssh",
-                                                "config": config}})
+    provisioner_spec(root, name, ["kernelyard-launcher", "--", *KERNEL], "kernelyard-ssh",
+                     **config)
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +60,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory,
 
 
 def _kernel_pid(gw: Gateway, kid: str) -> int:
-    ks = gw.connect(kid)
-    try:
-        out = ks.execute("import os; print(os.getpid())", timeout=120)
-    finally:
-        ks.close()
-    return int(out["stdout"])
+    return int(gw.run(kid, "import os; print(os.getpid())", timeout=120)["stdout"])
 
 
 def _state(gw: Gateway, kid: str) -> str:

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.gateway import Gateway, start_gateway
-from tests.integration.test_isolation import as_caller, issue
+from tests.gateway import Gateway, issue, start_gateway
 from tests.kernelspecs import IPYKERNEL, make_test_kernelspecs, write_spec
 
 CONFIG = """
@@ -46,8 +45,8 @@ def users(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Users]:
     config.write_text(CONFIG)
     gw = start_gateway(tmp, "--config", str(config), env={"JUPYTER_PATH": str(specs)})
     data = tmp / "data"
-    yield Users(gw, as_caller(gw, issue(data, "alice")), as_caller(gw, issue(data, "bob")),
-                as_caller(gw, issue(data, "Carol")))
+    yield Users(gw, gw.as_caller(issue(data, "alice")), gw.as_caller(issue(data, "bob")),
+                gw.as_caller(issue(data, "Carol")))
     for kernel in gw.request("GET", "/api/kernels")[1] or []:
         gw.request("DELETE", f"/api/kernels/{kernel['id']}")
     gw.stop()

@@ -70,9 +70,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                        check=True, capture_output=True)
     gateway = start_gateway(
         root, "--ip", hosts["KY_SSH_GATEWAY_IP"],
-        f"--SSHProvisioner.username={hosts['KY_SSH_USER']}",
-        f"--SSHProvisioner.client_keys={hosts['KY_SSH_KEY']}",
-        f"--SSHProvisioner.known_hosts={hosts['KY_SSH_KNOWN_HOSTS']}",
+        *realparts.ssh_login_args(hosts),
         env={"JUPYTER_PATH": str(root / "share" / "jupyter")})
     yield gateway
     gateway.stop()

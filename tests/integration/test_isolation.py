@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +22,8 @@ from typing import Any
 import pytest
 import websocket
 
-from tests.gateway import Gateway, audit_lines, start_gateway, wait_for_audit
+from tests import realparts
+from tests.gateway import Gateway, audit_lines, issue, start_gateway, wait_for_audit
 from tests.kernelspecs import IPYKERNEL, make_test_kernelspecs, write_spec
 from tests.realparts import ssh_hosts
 
@@ -41,23 +39,6 @@ c.KernelyardApp.group_resource_limits = {{
     "analysts": {{"KERNEL_DRIVER_MEMORY": "4g"}},
 }}
 """
-
-
-def issue(data_dir: Path, user: str, *args: str) -> str:
-    """``kernelyard token issue`` on the gateway's store; the token."""
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(data_dir)}
-    env.pop("KERNELYARD_STORE_KEY", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "kernelyard.cli.main", "token", "issue", user, *args],
-        capture_output=True, text=True, timeout=60, env=env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def as_caller(gw: Gateway, token: str) -> Gateway:
-    """The same gateway, seen by a client that sends ``token``."""
-    return dataclasses.replace(gw, token=token)
-
 
 
 @dataclasses.dataclass
@@ -86,7 +67,7 @@ def t(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
     tokens = {"alice": issue(data, "alice", "--groups", "analysts"), "bob": issue(data, "bob"),
               "quinn": issue(data, "quinn"), "root": issue(data, "root"),
               "ops": issue(data, "ops", "--admin")}
-    yield Tenants(gw, audit, *(as_caller(gw, tokens[u]) for u in
+    yield Tenants(gw, audit, *(gw.as_caller(tokens[u]) for u in
                                ("alice", "bob", "quinn", "root", "ops")), tokens)
     gw.stop()
 
@@ -435,13 +416,11 @@ def test_the_owner_survives_a_gateway_restart(tmp_path: Path) -> None:
                    "hosts": [hosts["KY_SSH_HOSTS"].split(",")[0]]}}})
     args = ("--KernelyardApp.authenticators=api-token", "--KernelyardApp.authenticators=token",
             "--ip", hosts["KY_SSH_GATEWAY_IP"],
-            f"--SSHProvisioner.username={hosts['KY_SSH_USER']}",
-            f"--SSHProvisioner.client_keys={hosts['KY_SSH_KEY']}",
-            f"--SSHProvisioner.known_hosts={hosts['KY_SSH_KNOWN_HOSTS']}",
+            *realparts.ssh_login_args(hosts),
             "--SSHProvisioner.poll_interval=1")
     env = {"JUPYTER_PATH": str(tmp_path / "jupyter")}
     first = start_gateway(tmp_path, *args, env=env)
-    alice = as_caller(first, issue(tmp_path / "data", "alice"))
+    alice = first.as_caller(issue(tmp_path / "data", "alice"))
     bob_token = issue(tmp_path / "data", "bob")
     try:
         kid = alice.start_kernel("ssh_py")
@@ -451,7 +430,7 @@ def test_the_owner_survives_a_gateway_restart(tmp_path: Path) -> None:
         assert db.execute("SELECT owner FROM kernels WHERE kernel_id=?", (kid,)).fetchall() == \
             [("alice",)]
     second = start_gateway(tmp_path, *args, env=env)
-    alice, bob = as_caller(second, alice.token), as_caller(second, bob_token)
+    alice, bob = second.as_caller(alice.token), second.as_caller(bob_token)
     try:
         assert "re-adopted" in second.log()
         status, model, _ = alice.request("GET", f"/api/kernels/{kid}")

@@ -23,7 +23,6 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,8 +32,8 @@ import websocket
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
 from kernelyard.auth.jupyterhub import JupyterHubAuthenticator, fingerprint, grants
-from kernelyard.auth.principal import Principal
 from kernelyard.errors import BackendUnavailable, ConfigError, Forbidden
+from kernelyard.identity import Principal
 from tests import realparts
 from tests.gateway import LISTENING, Gateway, KernelSocket, free_port, start_gateway, stop_process
 from tests.kernelspecs import write_spec
@@ -157,10 +156,6 @@ def gw(hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                                env={"JUPYTER_PATH": str(tmp / "jupyter")})
     yield gateway
     gateway.stop()
-
-
-def as_caller(gw: Gateway, token: str) -> Gateway:
-    return replace(gw, token=token)
 
 
 def request_with(token: str | None, scheme: str = "token") -> HTTPServerRequest:
@@ -288,7 +283,7 @@ def test_scope_matching() -> None:
 
 def test_gateway_accepts_alice_and_bob_as_themselves(hub: Hub, gw: Gateway) -> None:
     for user in ("alice", "bob"):
-        status, body, _ = as_caller(gw, hub.token(user)).request("GET", "/api/kernels")
+        status, body, _ = gw.as_caller(hub.token(user)).request("GET", "/api/kernels")
         assert status == 200, (user, status, body)
         assert gw.log_shows(f"GET /api/kernels ({user}@127.0.0.1)")
 
@@ -325,7 +320,7 @@ def test_gateway_without_hub_url_does_not_start(tmp_path: Path) -> None:
 
 
 def test_websocket_with_a_hub_token(hub: Hub, gw: Gateway) -> None:
-    alice = as_caller(gw, hub.token("alice"))
+    alice = gw.as_caller(hub.token("alice"))
     kernel_id = alice.start_kernel()
     try:
         sock = alice.connect(kernel_id)
@@ -378,7 +373,7 @@ def test_a_kernel_started_through_alices_server_is_alices(
         ours = {fingerprint(t)[:12] for t in hub.minted}
         seen = set(re.findall(r"JupyterHub token ([0-9a-f]{12}) is alice", gw.log()))
         assert seen - ours, "no request as alice with her server's token"
-        status, listed, _ = as_caller(gw, token).request("GET", "/api/kernels")
+        status, listed, _ = gw.as_caller(token).request("GET", "/api/kernels")
         assert status == 200 and kernel_id in {k["id"] for k in listed}
         # Code runs, over the websocket through the hub's proxy, her server and kernelyard.
         ws = websocket.create_connection(
@@ -394,7 +389,7 @@ def test_a_kernel_started_through_alices_server_is_alices(
         assert out["stdout"].split() == ["alice", str(pwd.getpwnam("alice").pw_uid)], out
     finally:
         call(alice_server + f"api/sessions/{session['id']}", "DELETE", token=token)
-    assert kernel_id not in {k["id"] for k in as_caller(gw, token).request(
+    assert kernel_id not in {k["id"] for k in gw.as_caller(token).request(
         "GET", "/api/kernels")[1]}
 
 

@@ -23,6 +23,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from kernelyard import policy
+from tests import realparts
 from tests.gateway import SECRETS, Gateway, start_gateway
 from tests.kernelspecs import IPYKERNEL, make_test_kernelspecs, write_spec
 from tests.procs import children_of, wait_gone
@@ -144,9 +145,7 @@ def test_a_remote_kernel_gets_inherited_envs_and_no_gateway_secret(
     gw = start_gateway(
         tmp_path, "--ip", hosts["KY_SSH_GATEWAY_IP"],
         "--KernelyardApp.inherited_envs=INHERITED_ONE",
-        f"--SSHProvisioner.username={hosts['KY_SSH_USER']}",
-        f"--SSHProvisioner.client_keys={hosts['KY_SSH_KEY']}",
-        f"--SSHProvisioner.known_hosts={hosts['KY_SSH_KNOWN_HOSTS']}",
+        *realparts.ssh_login_args(hosts),
         "--SSHProvisioner.poll_interval=1",
         env={"JUPYTER_PATH": str(tmp_path / "jupyter"), **GATEWAY_SECRETS, **INHERITED})
     try:

@@ -18,12 +18,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import re
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,7 +36,7 @@ import websocket
 
 from kernelyard.store import StoreFactory
 from tests.fuzz.remote import Interceptor, raw_request, start_ssh_gateway, write_ssh_spec
-from tests.gateway import SECRETS, Gateway, KernelSocket
+from tests.gateway import SECRETS, Gateway, KernelSocket, issue
 from tests.kernelspecs import make_test_kernelspecs
 from tests.procs import wait_gone
 from tests.realparts import ssh_hosts
@@ -211,12 +208,7 @@ def _execute_every_way(world: World, kid: str) -> None:
 
 def _issue_api_token(world: World, user: str) -> str:
     """``kernelyard token issue`` on the gateway's store: a per-user API token."""
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(world.root / "data")}
-    env.pop("KERNELYARD_STORE_KEY", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "kernelyard.cli.main", "token", "issue", user],
-        capture_output=True, text=True, timeout=60, env=env, check=True)
-    token = result.stdout.strip()
+    token = issue(world.root / "data", user)
     world.secrets.add(token, f"{user}'s API token")
     return token
 

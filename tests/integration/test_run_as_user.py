@@ -26,8 +26,8 @@ import pytest
 
 from tests import realparts
 from tests.gateway import Gateway, free_port, start_gateway, stop_process
-from tests.procs import children_of, wait_gone
-from tests.realparts import ssh_hosts
+from tests.kernelspecs import provisioner_spec as _spec
+from tests.procs import children_of, pgrep, wait_gone
 
 USERS_STATE = realparts.state("users")
 USER_PY = "/usr/bin/python3"  # readable by every user (the gateway's venv is under /root)
@@ -53,21 +53,6 @@ REPORT = (
 
 def _users_ready() -> None:
     realparts.need("root", "users")
-
-
-def _spec(root: Path, name: str, argv: list[str], provisioner: str, **config: Any) -> None:
-    folder = root / "kernels" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": argv, "display_name": name, "language": "python",
-            "interrupt_mode": "signal",
-            "metadata": {"kernel_provisioner": {"provisioner_name": provisioner,
-                                                "config": config}}}
-    (folder / "kernel.json").write_text(json.dumps(spec))
-
-
-@pytest.fixture(scope="module")
-def hosts() -> dict[str, str]:
-    return ssh_hosts()
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +105,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, hosts: dict[str, str],
     _spec(specs, "as_gateway", KERNEL, "kernelyard-local")
     h1, h2 = hosts["KY_SSH_HOSTS"].split(",")[:2]
     _spec(specs, "ssh_sudo", ["kernelyard-launcher", "--", *KERNEL], "kernelyard-ssh",
-          hosts=[h1, h2], user_mode="sudo", username=hosts["KY_SSH_USER"],
-          client_keys=[hosts["KY_SSH_KEY"]], known_hosts=hosts["KY_SSH_KNOWN_HOSTS"],
+          hosts=[h1, h2], user_mode="sudo", **realparts.ssh_login_config(hosts),
           poll_interval=1.0)
     _spec(specs, "ssh_login", ["kernelyard-launcher", "--", *KERNEL], "kernelyard-ssh",
           hosts=["127.0.0.1"], port=int(loopback_sshd["port"]), user_mode="login",
@@ -144,23 +128,8 @@ def _start_as(gw: Gateway, spec: str, user: str, **body: Any) -> str:
     return gw.start_kernel(spec, env={"KERNEL_USERNAME": user}, **body)
 
 
-def _run(gw: Gateway, kid: str, code: str) -> dict[str, Any]:
-    ks = gw.connect(kid)
-    try:
-        out = ks.execute(code)
-    finally:
-        ks.close()
-    assert out["error"] is None, out
-    return out
-
-
 def _report(gw: Gateway, kid: str) -> dict[str, Any]:
-    return json.loads(_run(gw, kid, REPORT)["stdout"])
-
-
-def _kernel_pids(kernel_id: str) -> set[int]:
-    out = subprocess.run(["pgrep", "-f", kernel_id], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()} - {os.getpid()}
+    return json.loads(gw.run(kid, REPORT, check=True)["stdout"])
 
 
 def _launcher_tree(run_dir: Path) -> set[int]:
@@ -188,7 +157,7 @@ def _owner_of(pid: int) -> int:
 
 
 def _delete(gw: Gateway, kid: str) -> None:
-    pids = _kernel_pids(kid)
+    pids = pgrep(kid)
     assert gw.request("DELETE", f"/api/kernels/{kid}")[0] == 204
     assert wait_gone(pids) == set(), f"kernel {kid} left processes behind"
 
@@ -216,14 +185,14 @@ def test_local_kernel_runs_as_alice_in_her_home(gw: Gateway) -> None:
         assert "KERNELYARD_AUTH_TOKEN" not in seen["env"] and "VIRTUAL_ENV" not in seen["env"]
         assert "/root" not in seen["path"]
         assert "KERNEL_USERNAME" in seen["env"]
-        _run(gw, kid, f"open({probe.name!r}, 'w').write('mine')")
+        gw.run(kid, f"open({probe.name!r}, 'w').write('mine')", check=True)
         info = probe.stat()
         assert (info.st_uid, info.st_gid) == (alice.pw_uid, alice.pw_gid)
         assert stat.S_IMODE(info.st_mode) == 0o600
         conn = _connection_file("alice", kid)
         assert conn.stat().st_uid == alice.pw_uid and stat.S_IMODE(conn.stat().st_mode) == 0o600
         assert conn.parent.stat().st_mode & 0o777 == 0o700  # (ipykernel adds the sticky bit)
-        assert {_owner_of(p) for p in _kernel_pids(kid)} == {alice.pw_uid}
+        assert {_owner_of(p) for p in pgrep(kid)} == {alice.pw_uid}
     finally:
         probe.unlink(missing_ok=True)
         _delete(gw, kid)
@@ -313,13 +282,13 @@ def _interrupt_restart_shutdown(gw: Gateway, spec: str, user: str) -> dict[str, 
         assert error is not None and error["ename"] == "KeyboardInterrupt"
     finally:
         ks.close()
-    first = _kernel_pids(kid)
+    first = pgrep(kid)
     status, model, _ = gw.request("POST", f"/api/kernels/{kid}/restart", {})
     assert status == 200 and model["id"] == kid
     assert wait_gone(first) == set(), "the restart left the old kernel running"
     seen = _report(gw, kid)
     assert seen["uid"] == uid
-    assert all(_owner_of(p) == uid for p in _kernel_pids(kid) if _is_kernel(p))
+    assert all(_owner_of(p) == uid for p in pgrep(kid) if _is_kernel(p))
     _delete(gw, kid)
     assert not _connection_file(user, kid).exists()
     return seen
@@ -410,7 +379,7 @@ def test_ssh_kernel_through_sudo_runs_as_alice_on_the_host(gw: Gateway) -> None:
         assert seen["host"] in ("h1", "h2"), seen
         assert seen["uid"] == seen["passwd_uid"] == alice.pw_uid, seen
         assert seen["home"] == alice.pw_dir
-        _run(gw, kid, f"open({probe.name!r}, 'w').write('mine')")
+        gw.run(kid, f"open({probe.name!r}, 'w').write('mine')", check=True)
         assert probe.stat().st_uid == alice.pw_uid
         run_dir = Path(alice.pw_dir) / ".kernelyard" / "kernels" / kid
         assert run_dir.stat().st_uid == alice.pw_uid

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway import Gateway, start_gateway
-from tests.integration.test_isolation import as_caller, issue
+from tests.gateway import Gateway, issue, start_gateway
 from tests.kernelspecs import make_test_kernelspecs
 
 CONFIG = 'c.KernelyardApp.authenticators = ["api-token", "token"]\n'
@@ -34,7 +33,7 @@ def _tenants(tmp: Path, config: str) -> tuple[Gateway, dict[str, Gateway]]:
     gw = start_gateway(tmp, "--config", str(tmp / "kernelyard_config.py"),
                        env={"JUPYTER_PATH": str(specs)})
     data = tmp / "data"
-    callers = {user: as_caller(gw, issue(data, user, *extra))
+    callers = {user: gw.as_caller(issue(data, user, *extra))
                for user, extra in (("alice", ()), ("bob", ()), ("ops", ("--admin",)))}
     return gw, callers
 

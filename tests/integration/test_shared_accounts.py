@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 
-from tests.gateway import Gateway, free_port, start_gateway
-from tests.integration.test_isolation import issue
+from tests import realparts
+from tests.gateway import Gateway, free_port, issue, start_gateway
 from tests.integration.test_run_as_user import (
     KERNEL,
     USERS_STATE,
@@ -38,6 +38,7 @@ from tests.integration.test_run_as_user import (
     loopback_sshd,  # noqa: F401 - a fixture
 )
 from tests.kernelspecs import IPYKERNEL, write_spec
+from tests.kernelspecs import provisioner_spec as _spec
 from tests.realparts import ssh_hosts
 
 RUN_AS = "LocalKernelProvisioner.run_as_user"
@@ -249,11 +250,6 @@ class Users:
     bob: Gateway
 
 
-def _spec(root: Path, name: str, argv: list[str], provisioner: str, **config: Any) -> None:
-    write_spec(root, name, argv, interrupt_mode="signal", metadata={
-        "kernel_provisioner": {"provisioner_name": provisioner, "config": config}})
-
-
 @pytest.fixture(scope="module")
 def users(tmp_path_factory: pytest.TempPathFactory,
           loopback_sshd: dict[str, str]) -> Iterator[Users]:  # noqa: F811
@@ -265,8 +261,7 @@ def users(tmp_path_factory: pytest.TempPathFactory,
           runas_command=HELPER_FROM_CHECKOUT)
     h1 = hosts["KY_SSH_HOSTS"].split(",")[0]
     _spec(specs, "ssh_sudo", ["kernelyard-launcher", "--", *KERNEL], "kernelyard-ssh",
-          hosts=[h1], user_mode="sudo", username=hosts["KY_SSH_USER"],
-          client_keys=[hosts["KY_SSH_KEY"]], known_hosts=hosts["KY_SSH_KNOWN_HOSTS"],
+          hosts=[h1], user_mode="sudo", **realparts.ssh_login_config(hosts),
           poll_interval=1.0)
     _spec(specs, "ssh_login", ["kernelyard-launcher", "--", *KERNEL], "kernelyard-ssh",
           hosts=["127.0.0.1"], port=int(loopback_sshd["port"]), user_mode="login",

@@ -57,9 +57,7 @@ def gw(root: Path, parts: dict[str, str]) -> Iterator[Gateway]:
                         {}, {})
     gateway = start_gateway(
         root, "--ip", parts["KY_SSH_GATEWAY_IP"],
-        f"--SSHProvisioner.username={parts['KY_SSH_USER']}",
-        f"--SSHProvisioner.client_keys={parts['KY_SSH_KEY']}",
-        f"--SSHProvisioner.known_hosts={parts['KY_SSH_KNOWN_HOSTS']}",
+        *realparts.ssh_login_args(parts),
         "--SSHProvisioner.poll_interval=1",
         env={"JUPYTER_PATH": str(root / "share" / "jupyter")})
     yield gateway

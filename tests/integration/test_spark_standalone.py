@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 
 from tests import realparts
-from tests.realparts import ssh_hosts
 
 REMOTE_PY = "/usr/bin/python3"
 RUN_TIMEOUT = 240  # seconds per driver run; about 10-25 s on two busy cores
@@ -69,11 +68,6 @@ finally:
     shutil.rmtree(local_dir, ignore_errors=True)
 print("RESULT " + json.dumps(result), flush=True)
 """
-
-
-@pytest.fixture(scope="module")
-def hosts() -> dict[str, str]:
-    return ssh_hosts()
 
 
 def _master_json(spark: dict[str, str]) -> dict[str, Any]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -16,7 +14,8 @@ import pytest
 
 from tests import realparts
 from tests.gateway import Gateway, start_gateway
-from tests.procs import alive, wait_gone
+from tests.kernelspecs import provisioner_spec
+from tests.procs import alive, pgrep, wait_gone
 from tests.realparts import ssh_hosts
 
 REMOTE_PY = "/usr/bin/python3"
@@ -40,13 +39,8 @@ def hosts() -> dict[str, str]:
 
 
 def _spec(root: Path, name: str, hosts: list[str], argv: list[str], **config: object) -> None:
-    folder = root / "kernels" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": ["kernelyard-launcher", "--", *argv], "display_name": name,
-            "language": "python", "interrupt_mode": "signal",
-            "metadata": {"kernel_provisioner": {"provisioner_name": "kernelyard-ssh",
-                                                "config": {"hosts": hosts, **config}}}}
-    (folder / "kernel.json").write_text(json.dumps(spec))
+    provisioner_spec(root, name, ["kernelyard-launcher", "--", *argv], "kernelyard-ssh",
+                     hosts=hosts, **config)
 
 
 def _write_specs(root: Path, env: dict[str, str]) -> None:
@@ -92,9 +86,7 @@ def _start(root: Path, hosts: dict[str, str], *extra: str) -> Gateway:
         root,
         *extra,
         "--ip", hosts["KY_SSH_GATEWAY_IP"],
-        f"--SSHProvisioner.username={hosts['KY_SSH_USER']}",
-        f"--SSHProvisioner.client_keys={hosts['KY_SSH_KEY']}",
-        f"--SSHProvisioner.known_hosts={hosts['KY_SSH_KNOWN_HOSTS']}",
+        *realparts.ssh_login_args(hosts),
         "--SSHProvisioner.poll_interval=1",
         env={"JUPYTER_PATH": str(root / "jupyter")},
     )
@@ -109,24 +101,10 @@ def gw(ssh_root: Path, hosts: dict[str, str]) -> Iterator[Gateway]:
     gateway.stop()
 
 
-def _run(gw: Gateway, kid: str, code: str) -> dict:
-    ks = gw.connect(kid)
-    try:
-        return ks.execute(code)
-    finally:
-        ks.close()
-
-
-def _remote_processes(kernel_id: str) -> set[int]:
-    """Processes on the (shared) process table that belong to this kernel's run dir."""
-    out = subprocess.run(["pgrep", "-f", kernel_id], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()} - {os.getpid()}
-
-
 def test_kernels_alternate_between_hosts(gw: Gateway) -> None:
     kids = [gw.start_kernel("ssh_py") for _ in range(2)]
     try:
-        names = [_run(gw, kid, "import socket; print(socket.gethostname())")["stdout"].strip()
+        names = [gw.run(kid, "import socket; print(socket.gethostname())")["stdout"].strip()
                  for kid in kids]
     finally:
         for kid in kids:
@@ -138,7 +116,7 @@ def test_a_client_may_pin_a_listed_host_only(gw: Gateway, hosts: dict[str, str])
     h2 = hosts["KY_SSH_HOSTS"].split(",")[1]
     kid = gw.start_kernel("ssh_py", env={"KERNEL_REMOTE_HOST": h2})
     try:
-        assert _run(gw, kid, "import socket; print(socket.gethostname())")["stdout"] == "h2\n"
+        assert gw.run(kid, "import socket; print(socket.gethostname())")["stdout"] == "h2\n"
     finally:
         gw.request("DELETE", f"/api/kernels/{kid}")
     status, body, _ = gw.request("POST", "/api/kernels",
@@ -162,9 +140,9 @@ def test_execute_interrupt_restart_shutdown(gw: Gateway) -> None:
         ks.close()
     status, model, _ = gw.request("POST", f"/api/kernels/{kid}/restart", {})
     assert status == 200 and model["id"] == kid
-    out = _run(gw, kid, "import os; print(os.getpid())\nx")
+    out = gw.run(kid, "import os; print(os.getpid())\nx")
     assert out["error"]["ename"] == "NameError" and out["stdout"] != pid_before
-    procs = _remote_processes(kid)
+    procs = pgrep(kid)
     assert procs
     assert gw.request("DELETE", f"/api/kernels/{kid}")[0] == 204
     assert wait_gone(procs) == set()
@@ -172,7 +150,7 @@ def test_execute_interrupt_restart_shutdown(gw: Gateway) -> None:
 
 def test_kill_9_is_reported_dead(gw: Gateway) -> None:
     kid = gw.start_kernel("ssh_py")
-    pid = int(_run(gw, kid, "import os; print(os.getpid())")["stdout"])
+    pid = int(gw.run(kid, "import os; print(os.getpid())")["stdout"])
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 15
     state = None
@@ -184,7 +162,7 @@ def test_kill_9_is_reported_dead(gw: Gateway) -> None:
         time.sleep(0.5)
     assert state in ("dead", "gone")
     gw.request("DELETE", f"/api/kernels/{kid}")
-    assert wait_gone(_remote_processes(kid)) == set()
+    assert wait_gone(pgrep(kid)) == set()
 
 
 def test_gateway_restart_readopts_kernel(ssh_root: Path, hosts: dict[str, str]) -> None:
@@ -193,15 +171,15 @@ def test_gateway_restart_readopts_kernel(ssh_root: Path, hosts: dict[str, str]) 
     (root / "jupyter").symlink_to(ssh_root / "jupyter")
     first = _start(root, hosts)
     kid = first.start_kernel("ssh_py")
-    assert _run(first, kid, "y = 'survives'; print(y)")["stdout"] == "survives\n"
-    procs = _remote_processes(kid)
+    assert first.run(kid, "y = 'survives'; print(y)")["stdout"] == "survives\n"
+    procs = pgrep(kid)
     assert first.stop() == 0
     assert all(alive(p) for p in procs), "the kernel did not outlive the gateway"
     second = _start(root, hosts)
     try:
-        out = _run(second, kid, "print(y)")
+        out = second.run(kid, "print(y)")
         assert out["stdout"] == "survives\n", out
-        assert _remote_processes(kid) == procs, "a second copy of the kernel is running"
+        assert pgrep(kid) == procs, "a second copy of the kernel is running"
         assert second.request("DELETE", f"/api/kernels/{kid}")[0] == 204
         assert wait_gone(procs) == set()
     finally:
@@ -214,7 +192,7 @@ def test_kernels_can_stop_with_the_gateway(ssh_root: Path, hosts: dict[str, str]
     (root / "jupyter").symlink_to(ssh_root / "jupyter")
     gw = _start(root, hosts, "--KernelyardApp.shutdown_kernels_on_stop=True")
     kid = gw.start_kernel("ssh_py")
-    procs = _remote_processes(kid)
+    procs = pgrep(kid)
     assert procs
     assert gw.stop() == 0
     assert wait_gone(procs) == set()
@@ -230,7 +208,7 @@ def test_down_host_named_and_next_start_goes_elsewhere(gw: Gateway, hosts: dict[
     assert status == 500 and _down_host(hosts) in body["message"], body
     kid = gw.start_kernel("ssh_least")
     try:
-        assert _run(gw, kid, "import socket; print(socket.gethostname())")["stdout"] in (
+        assert gw.run(kid, "import socket; print(socket.gethostname())")["stdout"] in (
             "h1\n", "h2\n")
     finally:
         gw.request("DELETE", f"/api/kernels/{kid}")
@@ -247,7 +225,7 @@ def test_launcher_that_never_calls_back_is_cleaned_up(gw: Gateway) -> None:
     status, body, _ = gw.request("POST", "/api/kernels",
                                  {"name": "ssh_mute", "env": {"KERNEL_ID": kid}})
     assert status == 500 and "did not start within" in body["message"], body
-    assert wait_gone(_remote_processes(kid)) == set()
+    assert wait_gone(pgrep(kid)) == set()
 
 
 def test_the_ready_wait_of_a_remote_kernel_follows_its_launch_timeout(gw: Gateway) -> None:
@@ -260,7 +238,7 @@ def test_the_ready_wait_of_a_remote_kernel_follows_its_launch_timeout(gw: Gatewa
     if status == 201:
         gw.request("DELETE", f"/api/kernels/{kid}")
     assert status == 500 and "no reply within 15 s" in body["message"], (status, body)
-    assert wait_gone(_remote_processes(kid)) == set()
+    assert wait_gone(pgrep(kid)) == set()
 
 
 def test_forged_and_replayed_callbacks_are_refused(gw: Gateway) -> None:

@@ -19,8 +19,6 @@ import os
 import resource
 import socket
 import struct
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,25 +29,11 @@ from urllib.parse import urlparse
 import pytest
 import websocket
 
-from tests.gateway import Gateway, KernelSocket, start_gateway, wait_for_audit
+from tests.gateway import Gateway, KernelSocket, start_gateway, token_cli, wait_for_audit
 
 V1 = "v1.kernel.websocket.jupyter.org"
 MiB = 1024 * 1024
 CHAIN = ("--KernelyardApp.authenticators=api-token", "--KernelyardApp.authenticators=token")
-
-
-def token_cli(data_dir: Path, *args: str) -> str:
-    """``kernelyard token ...`` on the store of the gateway whose data dir is ``data_dir``."""
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(data_dir)}
-    env.pop("KERNELYARD_STORE_KEY", None)
-    result = subprocess.run([sys.executable, "-m", "kernelyard.cli.main", "token", *args],
-                            capture_output=True, text=True, timeout=60, env=env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def as_caller(gw: Gateway, token: str) -> Gateway:
-    return dataclasses.replace(gw, token=token)
 
 
 def open_ws(gw: Gateway, kernel_id: str, *, v1: bool = False,
@@ -79,7 +63,6 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-
 @dataclasses.dataclass
 class Setup:
     gw: Gateway  # the shared token (a service, admin)
@@ -96,7 +79,7 @@ def s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     gw = start_gateway(tmp, *CHAIN, f"--KernelyardApp.audit_log={audit}",
                        "--GatewayChannelsConnection.credential_check_interval=1")
     token = token_cli(tmp / "data", "issue", "alice")
-    yield Setup(gw, as_caller(gw, token), token, tmp / "data", audit)
+    yield Setup(gw, gw.as_caller(token), token, tmp / "data", audit)
     gw.stop()
 
 
@@ -323,8 +306,8 @@ def test_websockets_per_kernel_and_per_user_are_limited(tmp_path: Path) -> None:
                        "--GatewayChannelsConnection.max_connections_per_kernel=2",
                        "--GatewayChannelsConnection.max_connections_per_user=3")
     try:
-        alice = as_caller(gw, token_cli(tmp_path / "data", "issue", "alice"))
-        bob = as_caller(gw, token_cli(tmp_path / "data", "issue", "bob"))
+        alice = gw.as_caller(token_cli(tmp_path / "data", "issue", "alice"))
+        bob = gw.as_caller(token_cli(tmp_path / "data", "issue", "bob"))
         a, b = alice.start_kernel(), alice.start_kernel()
         held = [open_ws(alice, a, session="s-1"), open_ws(alice, a)]
         status, body = _refused(alice, a)
@@ -356,7 +339,7 @@ def test_websockets_per_kernel_and_per_user_are_limited(tmp_path: Path) -> None:
 
 
 def test_revoking_a_token_closes_its_websockets(s: Setup) -> None:
-    alice = as_caller(s.gw, token_cli(s.data, "issue", "alice"))
+    alice = s.gw.as_caller(token_cli(s.data, "issue", "alice"))
     kid = alice.start_kernel()
     try:
         ks = alice.connect(kid)
