@@ -181,10 +181,22 @@ class ContractSuite:
             gateway.request("DELETE", f"/api/kernels/{kernel['id']}", timeout=120)
         gateway.stop()
 
+    @pytest.fixture
+    def started(self) -> Iterator[list[str]]:
+        """The kernel ids a test starts: a test that fails leaves none of their processes
+        (a detached launcher outlives its gateway)."""
+        kids: list[str] = []
+        yield kids
+        for kid in kids:
+            for pid in kernel_processes(kid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
     def test_start_execute_interrupt_restart_shutdown(
-        self, backend: ContractBackend, gw: Gateway, root: Path
+        self, backend: ContractBackend, gw: Gateway, root: Path, started: list[str]
     ) -> None:
-        kid = gw.start_kernel(SPEC)
+        started.append(kid := str(uuid.uuid4()))
+        gw.start_kernel(SPEC, env={"KERNEL_ID": kid})
         assert gw.log_shows(f"Kernel {kid}: the launcher on"), "no callback was logged"
         ks = gw.connect(kid)
         try:
@@ -206,9 +218,10 @@ class ContractSuite:
         assert_nothing_left(backend, root, kid)
 
     def test_kill_9_of_the_kernel_is_reported_dead(
-        self, backend: ContractBackend, gw: Gateway, root: Path
+        self, backend: ContractBackend, gw: Gateway, root: Path, started: list[str]
     ) -> None:
-        kid = gw.start_kernel(SPEC)
+        started.append(kid := str(uuid.uuid4()))
+        gw.start_kernel(SPEC, env={"KERNEL_ID": kid})
         pid = int(gw.run(kid, "import os; print(os.getpid())", backend.execute_timeout)["stdout"])
         os.kill(pid, signal.SIGKILL)
         assert wait_dead(gw, kid) in ("dead", "gone")
@@ -216,12 +229,13 @@ class ContractSuite:
         assert_nothing_left(backend, root, kid)
 
     def test_kernel_outlives_a_gateway_restart_and_is_readopted(
-        self, backend: ContractBackend, root: Path
+        self, backend: ContractBackend, root: Path, started: list[str]
     ) -> None:
         sub = new_root(root, "restart")
         first = start(backend, sub)
         try:
-            kid = first.start_kernel(SPEC)
+            started.append(kid := str(uuid.uuid4()))
+            first.start_kernel(SPEC, env={"KERNEL_ID": kid})
             out = first.run(kid, "y = 'survives'; print(y)", backend.execute_timeout)
             assert out["stdout"] == "survives\n", out
             procs = kernel_processes(kid)
@@ -239,11 +253,11 @@ class ContractSuite:
             second.stop()
 
     def test_a_start_cut_by_a_gateway_sigkill_is_cleaned_up_by_the_next_gateway(
-        self, backend: ContractBackend, root: Path
+        self, backend: ContractBackend, root: Path, started: list[str]
     ) -> None:
         sub = new_root(root, "midstart")
         first = start(backend, sub)
-        kid = str(uuid.uuid4())
+        started.append(kid := str(uuid.uuid4()))
         posting = threading.Thread(target=_post_quietly, daemon=True, args=(
             first, {"name": SLOW_CALLBACK_SPEC, "env": {"KERNEL_ID": kid}}))
         posting.start()
