@@ -95,7 +95,7 @@ class CallbackRegistry(SingletonConfigurable):
 
 def check_report(kernel_id: str, payload: Any) -> dict[str, Any]:
     """The launcher's report, if it has exactly the declared fields with their types."""
-    from .launcher import CALLBACK_FIELDS
+    from .launcher import CALLBACK_FIELDS, CALLBACK_PORT_NAMES
 
     if not isinstance(payload, dict):
         raise InvalidRequest("the callback body must be a JSON object")
@@ -111,8 +111,7 @@ def check_report(kernel_id: str, payload: Any) -> dict[str, Any]:
             raise InvalidRequest(f"callback field {name!r} must be {kind.__name__}")
     if payload["kernel_id"] != kernel_id:
         raise InvalidRequest("callback kernel_id does not match the URL")
-    for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port",
-                 "launcher_port"):
+    for name in CALLBACK_PORT_NAMES:
         if not 0 < payload[name] < 65536:
             raise InvalidRequest(f"callback field {name!r} is not a port")
     return dict(payload)

@@ -21,6 +21,8 @@ from jupyter_server.services.kernels.kernelmanager import (
 from traitlets import Float, Integer
 
 from .errors import KernelStartFailed
+from .launch_plan import LaunchPlan
+from .launcher import KERNEL_PORT_NAMES
 from .provisioners.hooks import hooks_of
 
 # KernelManager._async_start_kernel is wrapped by in_pending_state (functools.wraps).
@@ -44,6 +46,10 @@ class StartFailure(Exception):
 
 class GatewayKernelManager(ServerKernelManager):
     """One kernel, started until ready, with port-clash retries."""
+
+    #: The launch plan the manager decided (``policy.authorize``); its provisioner reads
+    #: it as ``self.plan``. None for a kernel started without a plan (re-adopted ones).
+    plan: LaunchPlan | None = None
 
     start_timeout = Float(
         None,
@@ -249,7 +255,7 @@ class GatewayKernelManager(ServerKernelManager):
 
     async def _relaunch_on_new_ports(self) -> dict[str, Any]:
         self.provisioner = None
-        for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
+        for name in KERNEL_PORT_NAMES:
             setattr(self, name, 0)
         self._connection_file_written = False
         launch_args: dict[str, Any] = dict(self._launch_args or {})

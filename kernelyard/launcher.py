@@ -15,16 +15,24 @@ The gateway imports these wire helpers (keep their names and behaviour stable):
     hex HMAC-SHA256 of a control request body.
 ``control_request_body(action, **fields) -> bytes``
     a compact JSON control request with a fresh ``ts`` and ``nonce``.
-``CALLBACK_FIELDS``
-    the exact callback fields, name -> type.
+``CALLBACK_FIELDS``, ``KERNEL_PORT_NAMES``, ``CALLBACK_PORT_NAMES``, ``LAUNCHER_PORT``
+    the exact callback fields (name -> type) and the port names among them.
+``CONTROL_PATH``, ``SIGNATURE_HEADER``
+    the control endpoint's path and the header that carries a request's signature.
 ``parse_port_range(text) -> (lo, hi) | None``
     parses ``LO..HI``.
 ``verify_control(key, body, signature, now, seen_nonces) -> dict``
     checks a control request; raises ``ControlRefused`` (a ValueError).
 ``main(argv=None) -> int``
     the command line.
+``spark_startup_path(launcher_path)``, ``spark_startup_source(launcher_path)``
+    the Spark startup file shipped beside the launcher (``launcher_spark.py``).
 
-This file must not import anything from kernelyard: it is shipped as it is.
+This file must not import anything from kernelyard: it is shipped as it is, with
+only ``launcher_spark.py`` beside it (the code ``--spark-session`` runs in the
+kernel, kept in its own file so that ruff and mypy check it). For the same reason
+it is the one module allowed over 600 lines: a launcher in several modules would
+be several files to ship, keep in step and find on every node.
 """
 
 from __future__ import annotations
@@ -56,28 +64,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 from typing import Any, NamedTuple, cast
 
+# The protocol's names, defined here only (the gateway imports them from this file).
+# The kernel's five ports, as jupyter's connection file names them.
+KERNEL_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+LAUNCHER_PORT = "launcher_port"  # the launcher's control endpoint
+# Every port the callback reports.
+CALLBACK_PORT_NAMES = (*KERNEL_PORT_NAMES, LAUNCHER_PORT)
+# The exact fields of the callback, name -> type.
 CALLBACK_FIELDS: dict[str, type] = {
     "kernel_id": str,
     "ip": str,
     "hostname": str,
-    "shell_port": int,
-    "iopub_port": int,
-    "stdin_port": int,
-    "control_port": int,
-    "hb_port": int,
-    "launcher_port": int,
+    **{name: int for name in CALLBACK_PORT_NAMES},
     "pid": int,
     "pgid": int,
 }
-KERNEL_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 SECRET_ENVS = {
     "key": "KERNELYARD_KERNEL_KEY",
     "token": "KERNELYARD_CALLBACK_TOKEN",
     "callback_url": "KERNELYARD_CALLBACK_URL",
 }
 CURVE_FIELDS = ("curve_publickey", "curve_secretkey")
-SIGNATURE_HEADER = "X-Kernelyard-Signature"
-CONTROL_PATH = "/control"
+SIGNATURE_HEADER = "X-Kernelyard-Signature"  # of a control request: sign(key, body)
+CONTROL_PATH = "/control"  # the path of the launcher's control endpoint
 MAX_CLOCK_SKEW = 60.0  # seconds a control request's ts may be off our clock
 NONCE_MEMORY = 120.0  # seconds a nonce is remembered
 DEFAULT_GRACE = 5.0
@@ -102,121 +111,39 @@ DIE_WITH_LAUNCHER = (
     "os.execvp(sys.argv[2], sys.argv[2:])\n"
 )
 SPARK_MODES = ("lazy", "eager", "none")
-# Run by IPython at kernel start ($PYTHONSTARTUP); settings come in $KERNELYARD_SPARK.
-SPARK_STARTUP = r'''"""kernelyard: this kernel's Spark session, as `spark` and `sc`.
-
-lazy: both names exist at once and the session is created in the background
-(in YARN cluster mode the ApplicationMaster waits for it); eager: it is created
-before the kernel answers. After an interrupt the running Spark jobs are cancelled,
-and the interrupt is shown as a KeyboardInterrupt even when PySpark's clean-up
-replaced it with a py4j error.
-"""
-
-
-def _kernelyard_spark_session():
-    import json
-    import os
-    import threading
-
-    settings = json.loads(os.environ.pop("KERNELYARD_SPARK", "{}"))
-    shell = get_ipython()  # noqa: F821 - IPython's startup namespace
-    ready = threading.Event()
-    made = {}
-
-    class Pending:
-        """Stands for `spark` or `sc` until the session exists, then forwards to it."""
-
-        def __init__(self, name):
-            object.__setattr__(self, "_name", name)
-
-        def _target(self):
-            ready.wait()
-            if "error" in made:
-                raise RuntimeError("the Spark session could not be created: %s" % made["error"])
-            return made[self._name]
-
-        def __getattr__(self, attr):
-            return getattr(self._target(), attr)
-
-        def __dir__(self):
-            return dir(self._target())
-
-        def __repr__(self):
-            if ready.is_set():
-                return repr(self._target())
-            return "<%s: the Spark session is starting>" % self._name
-
-    pending = {"spark": Pending("spark"), "sc": Pending("sc")}
-
-    def create():
-        try:
-            # Imported here: in lazy mode the kernel answers without waiting for it.
-            from pyspark.sql import SparkSession
-
-            builder = SparkSession.builder
-            if settings.get("master"):
-                builder = builder.master(settings["master"])
-            for key, value in settings.get("conf", {}).items():
-                builder = builder.config(key, value)
-            made["spark"] = builder.getOrCreate()
-            made["sc"] = made["spark"].sparkContext
-        except BaseException as e:  # shown to the user on first use of spark / sc
-            made["error"] = e
-        finally:
-            ready.set()
-        for name in ("spark", "sc"):
-            if name in made and shell.user_ns.get(name) is pending[name]:
-                shell.user_ns[name] = made[name]
-
-    def interrupt_in(error):
-        """The KeyboardInterrupt that `error` was raised while handling, if any.
-
-        An interrupt that lands in a py4j call can be replaced on its way out by a
-        Py4JError from PySpark's clean-up calls (SCCallSiteSync.__exit__ gets "Answer
-        from Java side is empty" on a fresh connection): it is still an interrupt.
-        """
-        seen = set()
-        while error is not None and id(error) not in seen:
-            if isinstance(error, KeyboardInterrupt):
-                return error
-            seen.add(id(error))
-            error = error.__cause__ or error.__context__
-        return None
-
-    def show_py4j_error(shell, etype, value, tb, tb_offset=None):
-        interrupt = interrupt_in(value)
-        if interrupt is not None:
-            shell.showtraceback((KeyboardInterrupt, interrupt, interrupt.__traceback__))
-        else:
-            shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
-
-    def cancel_jobs_after_interrupt(result):
-        interrupt = interrupt_in(result.error_in_exec)
-        if interrupt is None:
-            return
-        result.error_in_exec = interrupt  # the execute_reply's ename
-        if "sc" in made:
-            made["sc"].cancelAllJobs()
-
-    try:
-        from py4j.protocol import Py4JError
-    except ImportError:  # no pyspark: `spark` and `sc` say so when used
-        pass
-    else:
-        shell.set_custom_exc((Py4JError,), show_py4j_error)
-    shell.events.register("post_run_cell", cancel_jobs_after_interrupt)
-    shell.user_ns.update(pending)
-    if settings.get("mode") == "eager":
-        create()
-    else:
-        threading.Thread(target=create, name="kernelyard-spark", daemon=True).start()
-
-
-_kernelyard_spark_session()
-del _kernelyard_spark_session
-'''
 
 log = logging.getLogger("kernelyard.launcher")
+
+
+_THIS_FILE = os.path.abspath(__file__)
+
+
+def spark_startup_path(launcher_path: str = _THIS_FILE) -> str:
+    """The Spark startup file shipped beside the launcher at ``launcher_path``.
+
+    Its name is the launcher's with ``_spark`` before ``.py``: ``launcher_spark.py``
+    beside ``launcher.py`` (in the package, and a YARN job's primary resource), and
+    ``launcher-<digest>_spark.py`` beside a launcher shipped as ``launcher-<digest>.py``.
+    It is the source of ``kernelyard/launcher_spark.py``, run by IPython at kernel start
+    ($PYTHONSTARTUP) with ``--spark-session``; every backend that ships the launcher
+    ships it too.
+    """
+    stem, _ = os.path.splitext(launcher_path)
+    return stem + "_spark.py"
+
+
+def check_spark_startup(mode: str | None, launcher_path: str = _THIS_FILE) -> None:
+    """``UsageError`` when ``--spark-session`` needs the startup file and it is missing."""
+    path = spark_startup_path(launcher_path)
+    if mode in ("lazy", "eager") and not os.path.isfile(path):
+        raise UsageError(f"--spark-session {mode}: the Spark startup file {path} is not "
+                         "beside the launcher (it is shipped with it: launcher_spark.py)")
+
+
+def spark_startup_source(launcher_path: str = _THIS_FILE) -> bytes:
+    """The Spark startup file beside the launcher at ``launcher_path``, as bytes."""
+    with open(spark_startup_path(launcher_path), "rb") as f:
+        return f.read()
 
 
 # ---- wire helpers (imported by the gateway) ------------------------------------------
@@ -758,7 +685,7 @@ class Launcher:
     def run(self) -> int:
         control_sock = bind_ports(self.options.ip, 1, self.options.port_range)[0]
         control_sock.listen(16)
-        self.ports["launcher_port"] = port_of(control_sock)
+        self.ports[LAUNCHER_PORT] = port_of(control_sock)
         server = ControlServer(control_sock, self)
         thread = threading.Thread(target=server.serve_forever, name="control", daemon=True)
         thread.start()
@@ -848,7 +775,7 @@ class Launcher:
         if not mode or mode == "none":
             return {}
         path = os.path.join(self.run_dir, "spark_startup.py")
-        write_private(path, SPARK_STARTUP)
+        write_private(path, spark_startup_source().decode("utf-8"))
         settings = {"mode": mode, "master": self.options.spark_master,
                     "conf": dict(self.options.spark_conf)}
         env = {"PYTHONSTARTUP": path, "KERNELYARD_SPARK": json.dumps(settings)}
@@ -1082,6 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         secret = read_secrets(options.secrets_from_stdin, options.secrets_file)
         tls = ssl.create_default_context(cafile=options.callback_cafile)
+        check_spark_startup(options.spark_session)
         run_dir = make_run_dir(options.run_dir)
     except (UsageError, OSError) as e:
         print(f"kernelyard-launcher: {e}", file=sys.stderr)

@@ -14,7 +14,7 @@ import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from .auth.principal import Principal
+from .identity import Principal
 from .policy import KernelCounts, QuotaPolicy, check_quota
 
 CountSource = Callable[[], "KernelCounts | Awaitable[KernelCounts]"]

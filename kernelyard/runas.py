@@ -52,7 +52,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from .errors import KernelyardError
-from .policy import check_kernel_id, is_valid_username
+from .identity import check_kernel_id, is_valid_username
 from .usermap import DEFAULT_MIN_UID, PasswdUserMap, RunAsRules, UserIdentity
 
 MAX_REQUEST = 1 << 20

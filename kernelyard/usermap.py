@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError, Forbidden, KernelStartFailed, NotFound
-from .policy import is_valid_username
+from .errors import ConfigError, NotFound
+from .identity import RunAsRefused, is_valid_username, refuse_root
 
 DEFAULT_MIN_UID = 1000
 
@@ -57,18 +57,9 @@ class RunAsRules:
             raise ConfigError("min_uid must be an integer of at least 1 (root is never allowed)")
 
 
-class RunAsRefused(Forbidden, KernelStartFailed):
-    """A kernel may not run as this user; the message says why (no secrets in it).
-
-    A ``Forbidden`` (the client sees 403) that is also a failed start, so the
-    kernel manager forgets the start as it does any other that failed.
-    """
-
-
 def check_run_as(identity: UserIdentity, rules: RunAsRules) -> UserIdentity:
     """Return ``identity`` if a kernel may run as it, else raise ``RunAsRefused``."""
-    if identity.uid == 0 or identity.name == "root":
-        raise RunAsRefused(f"refusing to run a kernel as root (user {identity.name!r})")
+    refuse_root(identity.name, identity.uid)
     if identity.gid == 0:
         raise RunAsRefused(f"refusing to run a kernel with gid 0 (user {identity.name!r})")
     if identity.uid < rules.min_uid:

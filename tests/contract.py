@@ -48,6 +48,7 @@ SPEC = "contract"
 SLOW_CALLBACK_SPEC = "contract_slow_callback"
 SLOW_CALLBACK_SECONDS = 600
 SLOW_CALLBACK_OPTIONS = ["--port-clash-watch", str(SLOW_CALLBACK_SECONDS)]
+GATEWAY_START_WAIT = 300.0
 
 
 @dataclass
@@ -132,7 +133,9 @@ def assert_nothing_left(backend: ContractBackend, root: Path, kernel_id: str) ->
 
 
 def start(backend: ContractBackend, root: Path) -> Gateway:
-    return start_gateway(root, *backend.gateway_args,
+    """A gateway on the backend (its store in ``root``); it may take long to listen on a
+    loaded machine, and longer when it re-adopts kernels first."""
+    return start_gateway(root, *backend.gateway_args, wait=GATEWAY_START_WAIT,
                          env={"JUPYTER_PATH": str(root / "jupyter"), **backend.gateway_env})
 
 

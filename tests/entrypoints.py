@@ -31,11 +31,14 @@ def declared_provisioners(pyproject: Path = PYPROJECT) -> dict[str, str]:
     return found
 
 
-def write_dist_info(target: Path, name: str, group_entries: dict[str, dict[str, str]]) -> Path:
-    """A minimal ``NAME-0.dist-info`` under ``target`` declaring these entry points."""
+def write_dist_info(target: Path, name: str, group_entries: dict[str, dict[str, str]],
+                    requires: tuple[str, ...] = ()) -> Path:
+    """A minimal ``NAME-0.dist-info`` under ``target`` declaring these entry points and
+    these requirements (``Requires-Dist``)."""
     info = target / f"{name}-0.dist-info"
     info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0\n"
+                                   + "".join(f"Requires-Dist: {r}\n" for r in requires))
     lines = []
     for group, entries in group_entries.items():
         lines.append(f"[{group}]")
@@ -60,4 +63,15 @@ def install_package(source: Path, target: Path) -> Path:
     tests' venv has no ``wheel`` to build one with)."""
     name = source.name
     shutil.copytree(source / name, target / name)
-    return write_dist_info(target, name, {GROUP: declared_provisioners(source / "pyproject.toml")})
+    pyproject = source / "pyproject.toml"
+    return write_dist_info(target, name, {GROUP: declared_provisioners(pyproject)},
+                           requires=declared_dependencies(pyproject))
+
+
+def declared_dependencies(pyproject: Path) -> tuple[str, ...]:
+    """The ``dependencies = [...]`` of a one-line list in a pyproject.toml."""
+    for line in pyproject.read_text().splitlines():
+        if line.startswith("dependencies = ["):
+            return tuple(part.strip().strip('"') for part in
+                         line.split("[", 1)[1].rstrip("]").split(",") if part.strip())
+    return ()

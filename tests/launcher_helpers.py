@@ -23,6 +23,7 @@ from typing import Any
 
 from jupyter_client import BlockingKernelClient
 
+from kernelyard.callbacks import CALLBACK_PATH
 from kernelyard.launcher import (
     CONTROL_PATH,
     KERNEL_PORT_NAMES,
@@ -115,7 +116,7 @@ class CallbackServer:
 
     def url(self, kernel_id: str) -> str:
         return (f"{self.scheme}://127.0.0.1:{self.httpd.server_port}"
-                f"/kernelyard/callback/{kernel_id}")
+                f"/{CALLBACK_PATH}/{kernel_id}")
 
     def accepted(self, timeout: float) -> Recorded:
         """The request that was answered 2xx (waits for it)."""
@@ -291,11 +292,14 @@ def start_launcher(
 
 
 def copy_standalone(workdir: Path) -> Path:
-    """The launcher file alone, away from the kernelyard package."""
+    """The launcher file as it is shipped, away from the kernelyard package: alone but for
+    its Spark startup file beside it."""
     folder = workdir / "standalone"
     folder.mkdir(exist_ok=True)
     target = folder / "launcher.py"
     target.write_bytes(LAUNCHER_FILE.read_bytes())
+    (folder / "launcher_spark.py").write_bytes(LAUNCHER_FILE.with_name("launcher_spark.py")
+                                               .read_bytes())
     return target
 
 

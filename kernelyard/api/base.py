@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from tornado import web
@@ -32,7 +33,7 @@ class GatewayHandlerMixin:
     ``audit_event`` as they learn the kernel, its kernelspec and owner.
     """
 
-    audit_actions: ClassVar[Mapping[str, str]] = {}
+    audit_actions: ClassVar[Mapping[str, str]] = MappingProxyType({})
     # tornado reads a body before prepare() unless the handler streams it: streamed,
     # prepare() authenticates and checks the declared size before a byte is read.
     _stream_request_body = True

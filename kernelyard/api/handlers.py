@@ -22,6 +22,7 @@ import asyncio
 import json
 import re
 from collections.abc import Awaitable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
 import jupyter_server
@@ -40,9 +41,9 @@ from tornado import web
 from .. import policy
 from .._version import __version__
 from ..audit import OK, AuditEvent, where_of
-from ..auth.principal import Principal
 from ..auth.provider import principal_of
 from ..errors import ClientLeft, Forbidden, InvalidRequest, NotFound
+from ..identity import Principal
 from ..manager import Caller, acting_as
 from .base import GatewayHandlerMixin
 
@@ -144,7 +145,7 @@ class MainKernelHandler(CancelOnCloseMixin, CallerMixin, GatewayHandlerMixin,
     A start ends with the client: closing the connection cancels it (nothing is left).
     """
 
-    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "list", "POST": "launch"}
+    audit_actions: ClassVar[Mapping[str, str]] = MappingProxyType({"GET": "list", "POST": "launch"})
 
     @web.authenticated
     @authorized
@@ -175,7 +176,8 @@ class MainKernelHandler(CancelOnCloseMixin, CallerMixin, GatewayHandlerMixin,
 class KernelHandler(CallerMixin, GatewayHandlerMixin, kernels.KernelHandler):
     """``GET/DELETE /api/kernels/{id}``: the owner's or an admin's."""
 
-    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "get", "DELETE": "shutdown"}
+    audit_actions: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"GET": "get", "DELETE": "shutdown"})
 
     @web.authenticated
     @authorized
@@ -213,10 +215,10 @@ class ChannelsHandler(CallerMixin, GatewayHandlerMixin, KernelWebsocketHandler):
     control requests.
     """
 
-    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "connect"}
+    audit_actions: ClassVar[Mapping[str, str]] = MappingProxyType({"GET": "connect"})
     # Control requests that are kernel operations, audited when sent over the websocket.
-    AUDITED_CONTROL: ClassVar[Mapping[str, str]] = {
-        "shutdown_request": "shutdown", "interrupt_request": "interrupt"}
+    AUDITED_CONTROL: ClassVar[Mapping[str, str]] = MappingProxyType({
+        "shutdown_request": "shutdown", "interrupt_request": "interrupt"})
 
     async def pre_get(self) -> None:
         principal = self.check_kernel(self.kernel_id)
@@ -289,7 +291,7 @@ class MainKernelSpecHandler(CallerMixin, GatewayHandlerMixin, kernelspecs.MainKe
     user may use by the gateway-wide and kernelspec lists.
     """
 
-    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "kernelspecs"}
+    audit_actions: ClassVar[Mapping[str, str]] = MappingProxyType({"GET": "kernelspecs"})
 
     @web.authenticated
     @authorized
@@ -329,7 +331,7 @@ class KernelSpecAccessMixin(CallerMixin):
 class KernelSpecHandler(KernelSpecAccessMixin, GatewayHandlerMixin, kernelspecs.KernelSpecHandler):
     """``GET /api/kernelspecs/{name}``."""
 
-    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "kernelspecs"}
+    audit_actions: ClassVar[Mapping[str, str]] = MappingProxyType({"GET": "kernelspecs"})
 
     @web.authenticated
     async def get(self, kernel_name: str) -> None:
@@ -341,7 +343,8 @@ class KernelSpecResourceFileHandler(KernelSpecAccessMixin, GatewayHandlerMixin,
                                     KernelSpecResourceHandler):
     """``GET /kernelspecs/{name}/{resource}``: logos, kernel.js."""
 
-    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "kernelspecs", "HEAD": "kernelspecs"}
+    audit_actions: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"GET": "kernelspecs", "HEAD": "kernelspecs"})
 
     @web.authenticated
     async def get(  # type: ignore[override]
@@ -392,7 +395,8 @@ class SessionRootHandler(CancelOnCloseMixin, CallerMixin, GatewayHandlerMixin,
     """``GET/POST /api/sessions``: the caller's sessions; a new one's kernel is launched
     under every launch rule (and cancelled if the client closes the connection)."""
 
-    audit_actions: ClassVar[Mapping[str, str]] = {"GET": "list", "POST": "session"}
+    audit_actions: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"GET": "list", "POST": "session"})
 
     @web.authenticated
     async def get(self) -> None:
@@ -411,8 +415,8 @@ class SessionHandler(CancelOnCloseMixin, CallerMixin, GatewayHandlerMixin,
                      sessions.SessionHandler):
     """``GET/PATCH/DELETE /api/sessions/{id}``: sessions of the caller's kernels only."""
 
-    audit_actions: ClassVar[Mapping[str, str]] = {
-        "GET": "get", "PATCH": "session", "DELETE": "shutdown"}
+    audit_actions: ClassVar[Mapping[str, str]] = MappingProxyType({
+        "GET": "get", "PATCH": "session", "DELETE": "shutdown"})
 
     @web.authenticated
     async def get(self, session_id: str) -> None:

@@ -27,10 +27,10 @@ from typing import Any
 from tornado.httputil import HTTPServerRequest
 
 from ..errors import Unauthorized
+from ..identity import Principal
 from ..store import StoreFactory
 from ..store.tokens import TokenRecord, TokenStore, pepper_from_key
 from .base import Authenticator
-from .principal import Principal
 from .token import header_token
 
 PREFIX = "ky_"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tornado.httputil import HTTPServerRequest
 from traitlets.config import LoggingConfigurable
 
-from .principal import Principal
+from ..identity import Principal
 
 
 class Authenticator(LoggingConfigurable):  # type: ignore[misc]

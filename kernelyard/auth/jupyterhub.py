@@ -42,9 +42,9 @@ from tornado.httputil import HTTPServerRequest
 from traitlets import Float, Int, List, Unicode, default
 
 from ..errors import BackendUnavailable, ConfigError, Forbidden
+from ..identity import Principal
 from .api_tokens import is_api_token
 from .base import Authenticator
-from .principal import Principal
 from .token import header_token
 
 UNKNOWN_TOKEN = (401, 403, 404)  # what the hub answers for a token it doesn't know

@@ -21,8 +21,8 @@ from tornado.httputil import HTTPServerRequest
 from traitlets import List, Unicode
 
 from ..errors import Unauthorized
+from ..identity import Principal
 from .base import Authenticator
-from .principal import Principal
 from .spnego import accept_negotiate, default_realm, principal_to_user
 
 # Output tokens of accepted requests, dropped with the request object.

@@ -13,9 +13,8 @@ from tornado.httputil import HTTPServerRequest
 from traitlets import List, Unicode
 
 from ..errors import Unauthorized
-from ..policy import is_valid_username
+from ..identity import Principal, is_valid_username
 from .base import Authenticator
-from .principal import Principal
 
 
 class MutualTLSAuthenticator(Authenticator):

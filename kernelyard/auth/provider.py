@@ -43,9 +43,8 @@ from tornado.httputil import HTTPServerRequest
 from traitlets import default
 
 from ..errors import ConfigError, Unauthorized
+from ..identity import Principal, gateway_user
 from .base import Authenticator
-from .principal import Principal
-from .token import gateway_user
 
 GROUP = "kernelyard.authenticators"
 SETTING = "KernelyardApp.authenticators"

@@ -28,10 +28,9 @@ from tornado.httputil import HTTPServerRequest
 from traitlets import Bool, List, Unicode, default, validate
 
 from ..errors import ConfigError, Unauthorized
-from ..policy import is_valid_username
+from ..identity import Principal, is_valid_username
 from .base import Authenticator
 from .peer import IPAddress, peer_ip
-from .principal import Principal
 
 #: The most addresses one ``trusted_proxies`` entry may cover (an IPv4 /24).
 MAX_PROXY_ADDRESSES = 256

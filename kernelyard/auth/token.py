@@ -10,24 +10,15 @@ is disabled; see ``kernelyard.auth.provider`` for what happens then.
 
 from __future__ import annotations
 
-import getpass
 import hmac
 
 from tornado.httputil import HTTPServerRequest
 from traitlets import Unicode, default
 
+from ..identity import Principal, gateway_user
 from .base import Authenticator
-from .principal import Principal
 
 TOKEN_SCHEMES = frozenset({"token", "bearer"})
-
-
-def gateway_user() -> str:
-    """The OS user the gateway runs as (``kernelyard`` when it has no name)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "kernelyard"
 
 
 def header_token(request: HTTPServerRequest) -> str | None:

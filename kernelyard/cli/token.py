@@ -21,12 +21,12 @@ from typing import Any
 
 from ..auth.api_tokens import issue
 from ..errors import ConfigError
+from ..identity import is_valid_username
 from ..store import StoreFactory
 from ..store.tokens import TokenRecord, TokenStore
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _TOKEN_ID = re.compile(r"[0-9a-f]{12}")
 
 
@@ -48,7 +48,7 @@ def parse_names(text: str) -> list[str]:
 
 def check_name(name: str) -> str:
     """``name`` if it is a user or group name (the rule the launch policy applies)."""
-    if not _NAME.fullmatch(name):
+    if not is_valid_username(name):
         raise ValueError(f"{name!r} is not a name of at most 32 letters, digits, '_', '.' "
                          "and '-' (not starting with a digit, '.' or '-')")
     return name

@@ -10,8 +10,8 @@ from jupyter_client.provisioning import KernelProvisionerFactory as KPF
 
 from .. import policy, start_options
 from ..audit import where_of
-from ..auth.principal import Principal
-from ..errors import Conflict, Forbidden, InvalidRequest, NotFound
+from ..errors import Conflict, InvalidRequest, NotFound
+from ..identity import Principal
 from ..provisioners.resource_settings import ResourceSettings
 from .rules import os_groups
 from .sessions import Caller
@@ -129,15 +129,9 @@ class Launching(Starting):
         run_as = policy.effective_username(principal, requested)
         groups = await os_groups(run_as) if run_as != principal.name else frozenset()
         settings = self.rules.launch_policy(principal, requested)
-        try:
-            return policy.authorize(principal, request, name, spec.metadata, settings,
-                                    run_as_groups=groups,
-                                    kernelspec_check=self._kernelspec_check(name, spec))
-        except Forbidden as e:
-            if run_as != policy.ROOT_USER or settings.access.allow_root:
-                raise
-            raise Forbidden(f"refusing to run a kernel as root ({e.message}; see "
-                            "KernelyardApp.allow_root_kernels)") from None
+        return policy.authorize(principal, request, name, spec.metadata, settings,
+                                run_as=run_as, run_as_groups=groups,
+                                kernelspec_check=self._kernelspec_check(name, spec))
 
 
     def _kernelspec_check(self, name: str, spec: Any) -> policy.KernelspecCheck | None:

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import policy
-from ..auth.principal import Principal, canonical_username
-from ..auth.token import gateway_user
 from ..errors import NotFound
+from ..identity import Principal, canonical_username, gateway_user
 
 # Principals that are the gateway's own OS account unless configured otherwise: the
 # shared token's user and the anonymous caller (see ``LaunchRules.launch_policy``).

@@ -14,8 +14,8 @@ from jupyter_server.services.sessions.sessionmanager import SessionManager
 
 from .. import policy
 from ..audit import AuditEvent
-from ..auth.principal import Principal
 from ..errors import NotFound, Unauthorized
+from ..identity import Principal
 
 NO_CALLER = "no authenticated caller for this operation"
 

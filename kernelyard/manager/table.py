@@ -13,8 +13,8 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 
 from .. import policy
 from ..audit import AuditLog
-from ..auth.principal import Principal
 from ..errors import NotFound
+from ..identity import Principal
 from ..quotas import QuotaGate
 from ..store import StoreFactory
 from .rules import LaunchRules

@@ -7,7 +7,9 @@ a ``kernelyard.errors`` type whose message names the offending field or limit.
 async helper (count + reserve under a lock).
 
 The package's API is the names re-exported here (import them from
-``kernelyard.policy``); the modules are:
+``kernelyard.policy``); the modules are (``kernelyard.identity`` and
+``kernelyard.kernel_env``, leaves below
+the provisioners, hold the user-name, kernel-id and env rules re-exported here):
 
 - ``request``: a launch body (``parse_launch_request``), session models, paths,
   kernel ids, client text (``check_text``);
@@ -22,8 +24,29 @@ The package's API is the names re-exported here (import them from
 
 from __future__ import annotations
 
-from .access import (
+from ..identity import (
+    MAX_USERNAME_LENGTH,
     ROOT_USER,
+    Principal,
+    canonical_username,
+    check_kernel_id,
+    is_root,
+    is_valid_username,
+)
+from ..kernel_env import (
+    BASE_ENV_NAMES,
+    BASE_ENV_PREFIXES,
+    DEFAULT_SECRET_ENVS,
+    GATEWAY_ENV_PREFIX,
+    REFUSED_CATEGORIES,
+    base_env,
+    is_base_env_name,
+    is_gateway_secret,
+    scrub_secrets,
+    unsafe_character,
+)
+from ..launch_plan import LaunchPlan
+from .access import (
     AccessPolicy,
     AccessRules,
     by_canonical_kernelspec,
@@ -36,26 +59,15 @@ from .access import (
     user_may_use_kernelspec,
 )
 from .env import (
-    BASE_ENV_NAMES,
-    BASE_ENV_PREFIXES,
-    DEFAULT_SECRET_ENVS,
-    GATEWAY_ENV_PREFIX,
     MAX_ENV_VALUE_LENGTH,
-    REFUSED_CATEGORIES,
     EnvPolicy,
-    base_env,
     check_env_name,
     check_env_value,
     filter_client_env,
     inherited_env,
-    is_base_env_name,
-    is_gateway_secret,
-    scrub_secrets,
-    unsafe_character,
 )
 from .plan import (
     KernelspecCheck,
-    LaunchPlan,
     LaunchPolicy,
     authorize,
 )
@@ -69,7 +81,6 @@ from .request import (
     MAX_SESSION_ID,
     LaunchRequest,
     check_api_path,
-    check_kernel_id,
     check_session_id,
     check_session_model,
     check_text,
@@ -83,10 +94,8 @@ from .resources import (
 )
 from .runas import (
     ANONYMOUS_VIA,
-    MAX_USERNAME_LENGTH,
     effective_username,
     is_anonymous,
-    is_valid_username,
     launch_subject,
 )
 from .visibility import (
@@ -123,11 +132,13 @@ __all__ = [
     "LaunchPolicy",
     "LaunchRequest",
     "Limit",
+    "Principal",
     "QuotaPolicy",
     "authorize",
     "base_env",
     "by_canonical_kernelspec",
     "canonical_kernelspec_name",
+    "canonical_username",
     "check_api_path",
     "check_env_name",
     "check_env_value",
@@ -145,6 +156,7 @@ __all__ = [
     "is_anonymous",
     "is_base_env_name",
     "is_gateway_secret",
+    "is_root",
     "is_sensitive_env_name",
     "is_valid_username",
     "kernelspecs_for",

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..auth.principal import Principal, canonical_username
 from ..errors import ConfigError, Forbidden
+from ..identity import Principal, canonical_username, is_root
 
 V = TypeVar("V")
 
@@ -46,7 +46,6 @@ def by_canonical_kernelspec(table: Mapping[str, V], listed: Iterable[str]
     return out, renamed
 
 
-ROOT_USER = "root"
 _ACCESS_KEYS = ("authorized_users", "unauthorized_users", "authorized_groups",
                 "unauthorized_groups")
 
@@ -178,7 +177,7 @@ def _decide(principal: Principal, levels: list[AccessRules], policy: AccessPolic
     """``levels`` go from the most specific to the gateway-wide rules."""
     if any(level.denies(principal) for level in levels):
         return False
-    if principal.name == ROOT_USER and not policy.allow_root:
+    if is_root(principal.name) and not policy.allow_root:
         return False
     if principal.admin and policy.admins_bypass_allow_lists:
         return True

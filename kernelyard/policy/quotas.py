@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..auth.principal import Principal, canonical_username
 from ..errors import ConfigError, LimitReached
+from ..identity import Principal, canonical_username
 
 Limit = int | None  # None: no limit; 0: no kernels at all
 

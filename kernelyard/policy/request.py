@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRequest
+from ..identity import check_kernel_id
 from .env import EnvPolicy, _checked_text, filter_client_env
 
 MAX_SESSION_ID = 255  # it becomes a ZMQ routing id (at most 255 bytes)
@@ -21,17 +21,6 @@ class LaunchRequest:
     path: str | None
     env: dict[str, str]
     kernel_id: str | None
-
-
-def check_kernel_id(value: Any) -> str:
-    """A client-chosen kernel id must be a canonical (lower-case, hyphenated) UUID."""
-    if isinstance(value, str):
-        try:
-            if str(uuid.UUID(value)) == value:
-                return value
-        except ValueError:
-            pass
-    raise InvalidRequest("KERNEL_ID must be a canonical UUID such as 'xxxxxxxx-xxxx-...'")
 
 
 def check_session_id(value: Any) -> str:

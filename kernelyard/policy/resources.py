@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..auth.principal import Principal
 from ..errors import ConfigError
+from ..identity import Principal
 from ..resources import Limit, Resources, check_limits, most_generous, parse_limits
 
 ALL_GROUPS = "*"

@@ -1,31 +1,18 @@
-"""Whom a kernel runs as: the user-name check, ``effective_username``, the launch subject."""
+"""Whom a kernel runs as: ``effective_username`` (the ``KERNEL_USERNAME`` rule) and the
+launch subject; the user-name check itself is ``kernelyard.identity``'s."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
-from ..auth.principal import Principal, canonical_username
 from ..errors import Forbidden, InvalidRequest
-
-MAX_USERNAME_LENGTH = 32
-# POSIX-ish: portable characters, not starting with a digit, '.' or '-' (no '/', '@', '$').
-_USERNAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-_USERNAME_RULE = (
-    f"at most {MAX_USERNAME_LENGTH} characters: letters, digits, '_', '.' and '-', "
-    "starting with a letter or '_'"
+from ..identity import (
+    USERNAME_RULE,
+    Principal,
+    canonical_username,
+    is_valid_username,
 )
-
-
-def is_valid_username(value: Any) -> bool:
-    """Whether ``value`` has the shape of a user name a kernel may run as."""
-    return (
-        isinstance(value, str)
-        and len(value) <= MAX_USERNAME_LENGTH
-        and _USERNAME.fullmatch(value) is not None
-    )
-
 
 ANONYMOUS_VIA = "anonymous"
 
@@ -51,7 +38,7 @@ def effective_username(principal: Principal, requested: Any = None) -> str:
             raise Forbidden(f"the user name {principal.name!r} is not one a kernel can run as")
         return principal.name
     if not is_valid_username(requested):
-        raise InvalidRequest(f"KERNEL_USERNAME must be a user name of {_USERNAME_RULE}")
+        raise InvalidRequest(f"KERNEL_USERNAME must be a user name of {USERNAME_RULE}")
     requested = canonical_username(requested)
     if requested == principal.name or principal.may_act_for_others or is_anonymous(principal):
         return str(requested)

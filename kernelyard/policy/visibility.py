@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from ..auth.principal import Principal, canonical_username
 from ..errors import NotFound
-from .env import DEFAULT_SECRET_ENVS
+from ..identity import Principal, canonical_username
+from ..kernel_env import DEFAULT_SECRET_ENVS
 from .runas import is_anonymous
 
 SENSITIVE_NAME_PARTS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL")

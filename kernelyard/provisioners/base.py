@@ -23,6 +23,7 @@ from traitlets import Bool, Float, List, Unicode
 
 from ..callbacks import CallbackRegistry
 from ..errors import KernelStartFailed
+from ..launch_plan import LaunchPlan, plan_of
 from ..store import StoreFactory
 from . import start_steps as steps
 from .backend import Backend, BackendConfig, BackendRegistry, registry_for
@@ -125,6 +126,12 @@ class RemoteProvisionerBase(ProvisionerHooks, ResourceSettings,  # type: ignore[
     def km(self) -> Any:
         """The KernelManager of this kernel."""
         return self.parent
+
+    @property
+    def plan(self) -> LaunchPlan:
+        """The launch plan (whom the kernel runs as, the host pin): the one the kernelyard
+        manager handed its kernel manager, else ``plan_from_env`` of the kernel's env."""
+        return plan_of(self.parent, self.kernel_spec.env if self.kernel_spec else None)
 
     @property
     def has_process(self) -> bool:

@@ -10,8 +10,15 @@ from jupyter_client.connect import KernelConnectionInfo
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from ..errors import KernelStartFailed
+from ..launcher import (
+    CONTROL_PATH,
+    KERNEL_PORT_NAMES,
+    LAUNCHER_PORT,
+    SIGNATURE_HEADER,
+    control_request_body,
+    sign,
+)
 
-KERNEL_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 LAUNCHER_NAME = "kernelyard-launcher"
 CONTROL_TIMEOUT = 10.0
 
@@ -40,22 +47,20 @@ def connection_info(report: dict[str, Any], key: bytes, kernel_name: str,
 def launcher_state(report: dict[str, Any]) -> dict[str, Any]:
     """What the backend state keeps of the callback (where the launcher and kernel are)."""
     return {"hostname": report["hostname"], "ip": report["ip"], "pid": report["pid"],
-            "pgid": report["pgid"], "launcher_port": report["launcher_port"]}
+            "pgid": report["pgid"], "launcher_port": report[LAUNCHER_PORT]}
 
 
 async def control(state: dict[str, Any], key: bytes, kernel_id: str, action: str,
                   **fields: Any) -> dict[str, Any]:
     """A signed request to the control endpoint of the launcher ``state`` names."""
-    from ..launcher import control_request_body, sign
-
     ip, port = state.get("ip"), state.get("launcher_port")
     if not ip or not port:
         raise KernelStartFailed(f"kernel {kernel_id} has no launcher to control")
     body = control_request_body(action, **fields)
     try:
         response = await AsyncHTTPClient().fetch(
-            f"http://{ip}:{port}/control", method="POST", body=body,
-            headers={"X-Kernelyard-Signature": sign(key, body),
+            f"http://{ip}:{port}{CONTROL_PATH}", method="POST", body=body,
+            headers={SIGNATURE_HEADER: sign(key, body),
                      "Content-Type": "application/json"},
             request_timeout=CONTROL_TIMEOUT,
         )

@@ -33,8 +33,10 @@ from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Bool, Float, Integer, List, Unicode
 
 from ..errors import KernelStartFailed
+from ..identity import is_valid_username
+from ..kernel_env import DEFAULT_SECRET_ENVS, base_env, is_gateway_secret
 from ..kernel_log import tail_lines
-from ..policy import DEFAULT_SECRET_ENVS, base_env, is_gateway_secret, is_valid_username
+from ..launch_plan import LaunchPlan, plan_of
 from ..usermap import DEFAULT_MIN_UID, RunAsRefused
 from .hooks import ProvisionerHooks
 from .local_helper import ask_helper, exchange, helper_env
@@ -106,6 +108,12 @@ class LocalKernelProvisioner(ProvisionerHooks, ResourceSettings,  # type: ignore
     _user: str = ""
     _user_connection_file: str = ""
     _relayed = False
+
+    @property
+    def plan(self) -> LaunchPlan:
+        """The launch plan (whom the kernel runs as, the host pin): the one the kernelyard
+        manager handed its kernel manager, else ``plan_from_env`` of the kernel's env."""
+        return plan_of(self.parent, self.kernel_spec.env if self.kernel_spec else None)
 
     @property
     def _km(self) -> Any:
@@ -186,7 +194,8 @@ class LocalKernelProvisioner(ProvisionerHooks, ResourceSettings,  # type: ignore
     # ---- run as the user -----------------------------------------------------------
 
     def _owner(self, env: dict[str, str]) -> str:
-        user = env.get("KERNEL_USERNAME", "")
+        """The user the kernel runs as: the plan's (never the env's ``KERNEL_USERNAME``)."""
+        user = self.plan.run_as
         if not is_valid_username(user):
             raise RunAsRefused(
                 "kernels of this kernelspec run as their user: KERNEL_USERNAME must name one"

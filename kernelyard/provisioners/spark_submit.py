@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from ..errors import ConfigError, InvalidRequest
-from ..policy import unsafe_character
+from ..kernel_env import unsafe_character
 from ..resources import Resources, parse_memory_mib
 
 SUPPORTED = frozenset({"memory", "cpus", "queue", "executor_memory", "executor_cores",

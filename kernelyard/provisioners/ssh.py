@@ -25,7 +25,7 @@ from typing import Any, ClassVar, cast
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode
 
 from ..errors import InvalidRequest, KernelStartFailed
-from ..policy import check_kernel_id, is_valid_username
+from ..identity import check_kernel_id, is_valid_username, refuse_root
 from ..usermap import RunAsRefused
 from .backend import Backend
 from .base import RemoteProvisionerBase
@@ -148,7 +148,7 @@ class SSHProvisioner(RemoteProvisionerBase):
     async def _choose_host(self, env: dict[str, str]) -> str:
         if not self.hosts:
             raise KernelStartFailed("no SSH hosts are configured (SSHProvisioner.hosts)")
-        pinned = env.get("KERNEL_REMOTE_HOST")
+        pinned = self.plan.host  # the client's KERNEL_REMOTE_HOST
         if pinned:
             if pinned not in self.hosts:
                 raise InvalidRequest(f"KERNEL_REMOTE_HOST {pinned!r} is not one of the hosts")
@@ -175,16 +175,15 @@ class SSHProvisioner(RemoteProvisionerBase):
     # ---- whom the kernel runs as ---------------------------------------------------
 
     def _owner(self, env: dict[str, str]) -> str:
-        """The user the kernel runs as in login/sudo mode ('' in service mode)."""
+        """The user the kernel runs as in login/sudo mode: the plan's ('' in service mode)."""
         if self.user_mode == "service":
             return ""
-        user = env.get("KERNEL_USERNAME", "")
+        user = self.plan.run_as
         if not is_valid_username(user):
             raise RunAsRefused(
                 f"kernels of this kernelspec run as their user ({self.user_mode} mode): "
                 "KERNEL_USERNAME must name one")
-        if user == "root":
-            raise RunAsRefused("refusing to run a kernel as root")
+        refuse_root(user)
         return user
 
     # ---- the launcher's command --------------------------------------------------------

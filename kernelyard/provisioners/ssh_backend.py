@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..errors import KernelStartFailed
-from ..policy import check_kernel_id, is_valid_username
+from ..identity import check_kernel_id, is_root, is_valid_username
+from ..launcher import spark_startup_path, spark_startup_source
 from .backend import Backend, BackendConfig
 from .command import launcher_source
 from .ssh_scripts import (
@@ -143,7 +144,7 @@ class SSHBackend(Backend):
     def state_user(self, state: dict[str, Any]) -> str:
         """The owner a stored state names ('' in service mode); refuses a bad one."""
         user = state.get("user", "")
-        if user and (not is_valid_username(user) or user == "root"):
+        if user and (not is_valid_username(user) or is_root(user)):
             raise KernelStartFailed(f"bad user {user!r} in a kernel's stored state")
         return str(user)
 
@@ -204,16 +205,20 @@ class SSHBackend(Backend):
         """The launcher's path on the host, installed there first if it is not yet.
 
         One path for every user mode: the source goes on the stdin of ``INSTALL_SCRIPT``,
-        run as the login user (as the owner, through sudo, in sudo mode). Starts on one
-        host (and login) ship one at a time: the others wait, then find it shipped.
+        run as the login user (as the owner, through sudo, in sudo mode), and so does the
+        Spark startup file beside it (``kernelyard.launcher.spark_startup_path``). Starts
+        on one host (and login) ship one at a time: the others wait, then find it shipped.
         """
-        source = launcher_source()
-        digest = hashlib.sha256(source).hexdigest()[:16]
+        source, spark = launcher_source(), spark_startup_source()
+        digest = hashlib.sha256(source + spark).hexdigest()[:16]
         path = f"{self.config.remote_dir}/launcher-{digest}.py"
         shipped = (f"{host}:{self.login(user)[0]}:{user}", path)
         async with self._ship_locks.setdefault(shipped, asyncio.Lock()):
             if shipped not in self._shipped:
-                await self._install(conn, host, user, path, source, digest)
+                # The Spark startup file first: a launcher in place has it beside it.
+                for target, data in ((spark_startup_path(path), spark), (path, source)):
+                    await self._install(conn, host, user, target, data,
+                                        hashlib.sha256(data).hexdigest()[:16])
                 self._shipped.add(shipped)
         return path
 

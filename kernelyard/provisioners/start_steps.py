@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..errors import KernelStartFailed
-from ..policy import is_gateway_secret
+from ..kernel_env import is_gateway_secret
 from ..store.base import KernelRecord
 from .status import BackendStatus
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import sys
 import tempfile
 import time
@@ -26,7 +25,8 @@ from typing import Any, ClassVar, cast
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
 from ..errors import BackendUnavailable, ConfigError, InvalidRequest
-from ..policy import check_kernel_id
+from ..identity import check_kernel_id, is_valid_username
+from ..launcher import spark_startup_path
 from ..resources import Limit, Resources, parse_limits, parse_request
 from . import spark_submit
 from .backend import Backend
@@ -38,7 +38,6 @@ from .yarn_backend import YarnBackend, YarnConfig
 from .yarn_rm import ResourceManager
 from .yarn_submit import SECRETS_NAME, app_id_in, check_queue, run_spark_submit, submit_env
 
-_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _LEGACY_SETTINGS = {
     "KERNEL_DRIVER_MEMORY": "YarnProvisioner.max_driver_memory",
     "KERNEL_EXECUTOR_MEMORY": "YarnProvisioner.max_executor_memory",
@@ -262,7 +261,9 @@ class YarnProvisioner(RemoteProvisionerBase):
         conf = {**spark_submit.spark_conf(resources, defaults), **self._fixed_conf()}
         for key, value in conf.items():
             cmd += ["--conf", f"{key}={value}"]
-        cmd += ["--files", f"{secrets_file}#{SECRETS_NAME}", str(launcher)]
+        # The Spark startup file lands beside the launcher, in the driver's working dir.
+        cmd += ["--files", f"{secrets_file}#{SECRETS_NAME},{spark_startup_path(str(launcher))}",
+                str(launcher)]
         cmd += ["--kernel-id", self.kernel_id, "--kernel-name", self.km.kernel_name,
                 "--secrets-file", SECRETS_NAME, "--spark-session", self.spark_session]
         return cmd + launcher_args(argv)
@@ -284,8 +285,9 @@ class YarnProvisioner(RemoteProvisionerBase):
                                       self.km.kernel_name)
 
     def _proxy_user(self, env: dict[str, str]) -> str:
-        user = env.get("KERNEL_USERNAME", "") if self.impersonate else ""
-        if user and not _USER.fullmatch(user):
+        """The --proxy-user: the plan's run-as user with ``impersonate``, else ''."""
+        user = self.plan.run_as if self.impersonate else ""
+        if user and not is_valid_username(user):
             raise InvalidRequest(f"KERNEL_USERNAME {user!r} is not a valid user name")
         return user
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from ..errors import ConfigError, InvalidRequest, KernelStartFailed
-from ..policy import DEFAULT_SECRET_ENVS, scrub_secrets
+from ..kernel_env import DEFAULT_SECRET_ENVS, scrub_secrets
 from . import command
 from .yarn_backend import last_lines
 from .yarn_rm import ResourceManager

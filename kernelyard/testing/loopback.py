@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -28,7 +28,8 @@ from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Float, Unicode
 
 from ..errors import KernelStartFailed
-from ..policy import base_env, check_kernel_id
+from ..identity import check_kernel_id
+from ..kernel_env import base_env
 from ..provisioners import command
 from ..provisioners.backend import Backend, BackendConfig
 from ..provisioners.base import RemoteProvisionerBase
@@ -98,11 +99,14 @@ class LoopbackBackend(Backend):
             raise KernelStartFailed("a run dir outside run_root in a kernel's stored state")
         return run_dir
 
-    async def run(self, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
-        """Run a local command (an argv list, never a shell), its input on stdin."""
+    async def run(self, argv: list[str], stdin: str = "",
+                  secrets: Collection[str] = ()) -> tuple[int, str, str]:
+        """Run a local command (an argv list, never a shell), its input on stdin; none of
+        ``secrets`` may be in its argv or env (``command.run`` refuses)."""
         try:
             result = await command.run(argv, env=base_env(os.environ), cwd=str(self.root()),
-                                       stdin=stdin.encode(), timeout=self.config.command_timeout)
+                                       stdin=stdin.encode(), timeout=self.config.command_timeout,
+                                       secrets=secrets)
         except command.CommandTimeout:
             raise KernelStartFailed(f"a loopback command did not finish within "
                                     f"{self.config.command_timeout:g} s") from None
@@ -142,7 +146,8 @@ class LoopbackProvisioner(RemoteProvisionerBase):
         run_dir = str(self.loopback.root() / check_kernel_id(self.kernel_id))
         yield {"run_dir": run_dir}
         stdin = command.secrets_payload(secrets, env).decode()  # Delivery.STDIN
-        code, out, err = await self.loopback.run(self._launcher_argv(run_dir, argv), stdin)
+        code, out, err = await self.loopback.run(self._launcher_argv(run_dir, argv), stdin,
+                                                 secrets=list(secrets.values()))
         if code != 0:
             raise KernelStartFailed(
                 f"the loopback launcher failed (exit {code}): {(err or out).strip()[-2000:]}")

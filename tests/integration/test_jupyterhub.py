@@ -32,8 +32,8 @@ import websocket
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
 from kernelyard.auth.jupyterhub import JupyterHubAuthenticator, fingerprint, grants
-from kernelyard.auth.principal import Principal
 from kernelyard.errors import BackendUnavailable, ConfigError, Forbidden
+from kernelyard.identity import Principal
 from tests import realparts
 from tests.gateway import LISTENING, Gateway, KernelSocket, free_port, start_gateway, stop_process
 from tests.kernelspecs import write_spec

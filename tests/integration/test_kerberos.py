@@ -21,9 +21,9 @@ import pytest
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
 from kernelyard.auth.kerberos import KerberosAuthenticator, www_authenticate
-from kernelyard.auth.principal import Principal
 from kernelyard.auth.spnego import accept_negotiate, negotiate_header, principal_to_user
 from kernelyard.errors import ConfigError, Unauthorized
+from kernelyard.identity import Principal
 from tests import realparts
 
 

@@ -29,10 +29,10 @@ SHELL = textwrap.dedent('''
         "conf": {"spark.ui.enabled": "false",
                  "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}})
     from IPython.core.interactiveshell import InteractiveShell
-    from kernelyard.launcher import SPARK_STARTUP
+    from kernelyard.launcher import spark_startup_source
 
     shell = InteractiveShell.instance()
-    assert shell.run_cell(SPARK_STARTUP).success
+    assert shell.run_cell(spark_startup_source().decode()).success
 
     def run(code):
         result = shell.run_cell(code)

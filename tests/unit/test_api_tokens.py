@@ -23,7 +23,6 @@ from kernelyard.auth.api_tokens import (
     token_digest,
 )
 from kernelyard.auth.base import Authenticator
-from kernelyard.auth.principal import Principal
 from kernelyard.auth.provider import (
     GatewayIdentityProvider,
     PrincipalUser,
@@ -34,6 +33,7 @@ from kernelyard.auth.provider import (
 from kernelyard.auth.token import SharedTokenAuthenticator
 from kernelyard.cli import token as token_cli
 from kernelyard.errors import ConfigError, Unauthorized
+from kernelyard.identity import Principal
 from kernelyard.store.tokens import SQLiteTokenStore
 
 PEPPER = derive_pepper(b"a store key for tests")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
-from tests.contract import ContractBackend, ContractSuite, write_contract_specs
+from tests.contract import SPEC, ContractBackend, ContractSuite, write_contract_specs
 from tests.entrypoints import provisioner_path
+from tests.gateway import Gateway
 from tests.kernelspecs import IPYKERNEL
 
 
@@ -40,3 +43,18 @@ class TestLoopbackContract(ContractSuite):
     @classmethod
     def backend(cls, tmp_path_factory: pytest.TempPathFactory) -> ContractBackend:
         return loopback_backend(tmp_path_factory.mktemp("loopback"))
+
+    def test_loopback_kernels_are_as_private_as_local_ones(
+        self, backend: ContractBackend, gw: Gateway
+    ) -> None:
+        """A 0700 run dir, a 0600 connection file, ports on 127.0.0.1 only."""
+        kid = gw.start_kernel(SPEC)
+        try:
+            (run_dir,) = (Path(p.split(" ", 2)[2]) for p in backend.leftovers(kid))
+            connection = run_dir / f"kernel-{kid}.json"
+            assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+            assert stat.S_IMODE(run_dir.parent.stat().st_mode) == 0o700
+            assert stat.S_IMODE(connection.stat().st_mode) == 0o600
+            assert json.loads(connection.read_text())["ip"] == "127.0.0.1"
+        finally:
+            gw.request("DELETE", f"/api/kernels/{kid}")

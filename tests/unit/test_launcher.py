@@ -615,9 +615,9 @@ def test_spark_startup_without_pyspark_explains_on_first_use() -> None:
         sys.modules["pyspark"] = sys.modules["py4j"] = None  # as if not installed
         os.environ["KERNELYARD_SPARK"] = json.dumps({"mode": "lazy"})
         from IPython.core.interactiveshell import InteractiveShell
-        from kernelyard.launcher import SPARK_STARTUP
+        from kernelyard.launcher import spark_startup_source
         shell = InteractiveShell.instance()
-        print("STARTUP", shell.run_cell(SPARK_STARTUP).success)
+        print("STARTUP", shell.run_cell(spark_startup_source().decode()).success)
         print("USE", repr(shell.run_cell("sc.version").error_in_exec))
     ''')
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -627,6 +627,47 @@ def test_spark_startup_without_pyspark_explains_on_first_use() -> None:
     assert lines.get("STARTUP") == "True", run.stdout + run.stderr
     assert "the Spark session could not be created" in lines.get("USE", ""), run.stdout
     assert "pyspark" in lines["USE"], run.stdout
+
+
+def test_a_spark_session_runs_the_startup_file_shipped_beside_the_launcher(
+        launch: Launch, tmp_path: Path) -> None:
+    """The shipped launcher (a copy away from the package) hands the kernel the startup
+    file beside it, launcher_spark.py, as $PYTHONSTARTUP."""
+    seen = tmp_path / "startup-seen.py"
+    kernel = [sys.executable, "-c", "import os, shutil, sys; "
+              "shutil.copy(os.environ['PYTHONSTARTUP'], sys.argv[1])", str(seen),
+              "{connection_file}"]
+    run = launch(kernel, python=DEBIAN_PYTHON, extra_options=("--spark-session", "lazy"))
+    assert wait_until(seen.exists, timeout=30), run.output.read_text()
+    assert seen.read_bytes() == LAUNCHER_FILE.with_name("launcher_spark.py").read_bytes()
+    assert "standalone" in str(run.proc.args)
+
+
+def test_a_launcher_shipped_without_its_spark_file_refuses_a_spark_session(
+        tmp_path: Path) -> None:
+    """Exit 2 before anything starts, naming the file that should be beside it."""
+    alone = tmp_path / "alone" / "launcher-0123abcd.py"
+    alone.parent.mkdir()
+    alone.write_bytes(LAUNCHER_FILE.read_bytes())
+    missing = str(alone.with_name("launcher-0123abcd_spark.py"))
+    for mode in ("lazy", "eager"):
+        done = subprocess.run(
+            [DEBIAN_PYTHON, "-I", str(alone), "--kernel-id", "k1", "--spark-session", mode,
+             "--run-dir", str(tmp_path / f"run-{mode}"),
+             "--secrets-file", str(_secrets_file(tmp_path)), "--", "/bin/false"],
+            capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and missing in done.stderr, (mode, done)
+        assert not (tmp_path / f"run-{mode}").exists()
+    launcher.check_spark_startup("none", str(alone))  # no Spark session: no file needed
+    launcher.check_spark_startup(None, str(alone))
+
+
+def test_the_spark_file_of_a_launcher_is_named_after_it() -> None:
+    assert launcher.spark_startup_path("ky/launcher-0123abcd.py") == (
+        "ky/launcher-0123abcd_spark.py")
+    assert launcher.spark_startup_path() == str(LAUNCHER_FILE.with_name("launcher_spark.py"))
+    assert launcher.spark_startup_source() == LAUNCHER_FILE.with_name(
+        "launcher_spark.py").read_bytes()
 
 
 @pytest.mark.parametrize("args", [["--help"], ["-h"], ["--kernel-id", "k1", "--help"],

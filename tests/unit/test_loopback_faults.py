@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.contract import (
+    GATEWAY_START_WAIT,
     ContractBackend,
     assert_nothing_left,
     kernel_processes,
@@ -56,8 +57,8 @@ def root(tmp_path_factory: pytest.TempPathFactory, backend_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def gw(root: Path, faulty: ContractBackend) -> Iterator[Gateway]:
-    gateway = start_gateway(root, env={"JUPYTER_PATH": str(root / "jupyter"),
-                                       **faulty.gateway_env})
+    env = {"JUPYTER_PATH": str(root / "jupyter"), **faulty.gateway_env}
+    gateway = start_gateway(root, wait=GATEWAY_START_WAIT, env=env)
     yield gateway
     gateway.stop()
 

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernelyard import policy
-from kernelyard.auth.principal import Principal
 from kernelyard.errors import ConfigError, Forbidden, InvalidRequest, LimitReached, NotFound
+from kernelyard.identity import Principal
 from kernelyard.resources import Limit, parse_request
 
 P = policy.EnvPolicy(client_envs=("ALLOWED",), inherited_envs=("HOME", "SECRET"),
@@ -582,6 +582,8 @@ def test_authorize_runs_the_caller_as_itself() -> None:
                                      {"KERNEL_DRIVER_MEMORY": "4g", "KERNEL_USERNAME": "alice"},
                                      parse_request({"KERNEL_DRIVER_MEMORY": "4g"}))
     assert plan.resources.memory == 4096
+    secret = policy.authorize(ALICE, launch({"KERNEL_API_TOKEN": "s3cret"}), "py", {}, SETTINGS)
+    assert "s3cret" not in repr(secret) and "s3cret" not in str(secret)  # plans get logged
 
 
 def test_authorize_a_service_acting_for_a_user_applies_that_users_rules() -> None:

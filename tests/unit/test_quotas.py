@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernelyard.auth.principal import Principal
 from kernelyard.errors import ConfigError, LimitReached
+from kernelyard.identity import Principal
 from kernelyard.policy import KernelCounts, QuotaPolicy, check_quota
 from kernelyard.quotas import QuotaGate
 

@@ -27,11 +27,13 @@ from kernelyard.manager import GatewayMappingKernelManager
 from kernelyard.provisioners.base import RemoteProvisionerBase
 from kernelyard.provisioners.local import LocalKernelProvisioner
 from kernelyard.store import StoreFactory
+from tests.entrypoints import install_package
 
 CORE = [KernelyardApp, GatewayIdentityProvider, GatewayMappingKernelManager,
         GatewayKernelManager, GatewayChannelsConnection, RemoteProvisionerBase, StoreFactory,
         CallbackRegistry]
 CLI = [sys.executable, "-m", "kernelyard.cli.main"]
+THIRDPARTY = Path(__file__).resolve().parents[1] / "data" / "thirdparty_backend"
 
 
 def _is_kernelyard_backend(cls: object) -> bool:
@@ -128,6 +130,13 @@ def _third_party(root: Path, target: str, *, kernelspec: str = "") -> dict[str, 
 def test_third_party_backend_settings_are_listed(tmp_path: Path) -> None:
     env = _third_party(tmp_path, "acme_backend:AcmeProvisioner")
     assert "AcmeProvisioner.widgets" in generated_settings(tmp_path, env)
+
+
+def test_the_third_party_package_settings_are_listed(tmp_path: Path) -> None:
+    """The contract suite's third-party package (tests/data), installed as pip would."""
+    site = install_package(THIRDPARTY, tmp_path / "site")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    assert "ScratchProvisioner.scratch_dir" in generated_settings(tmp_path, env)
 
 
 def test_a_broken_entry_point_is_named(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kernelyard.launcher import spark_startup_path, spark_startup_source
 from kernelyard.provisioners.command import launcher_source
 from kernelyard.provisioners.ssh_backend import SSHBackend, SSHConfig, SSHHostError
 
@@ -47,6 +48,11 @@ def _backend(remote_dir: str = "ky") -> SSHBackend:
     return SSHBackend(SSHConfig(remote_dir=remote_dir, remote_python="python3"))
 
 
+def _shipped(path: str) -> dict[str, bytes]:
+    """What a host holds once the launcher at ``path`` is shipped: it and its Spark file."""
+    return {spark_startup_path(path): spark_startup_source(), path: launcher_source()}
+
+
 def _files(home: Path) -> dict[str, bytes]:
     return {str(p.relative_to(home)): p.read_bytes() for p in home.rglob("*") if p.is_file()}
 
@@ -64,25 +70,24 @@ def test_concurrent_first_starts_on_a_host_ship_once_and_all_succeed(tmp_path: P
     conn = LocalConn(tmp_path)
     paths = _ship([_backend()], conn, 4)
     assert len(set(paths)) == 1 and isinstance(paths[0], str), paths
-    assert conn.runs == 1
-    assert _files(tmp_path) == {paths[0]: launcher_source()}  # no temporary file left
+    assert conn.runs == 2  # the launcher and its Spark file, once
+    assert _files(tmp_path) == _shipped(paths[0])  # no temporary file left
 
 
 def test_two_gateways_installing_at_once_both_succeed(tmp_path: Path) -> None:
     conn = LocalConn(tmp_path)
     paths = _ship([_backend(), _backend()], conn, 6)
     assert len(set(paths)) == 1 and isinstance(paths[0], str), paths
-    assert _files(tmp_path) == {paths[0]: launcher_source()}
+    assert _files(tmp_path) == _shipped(paths[0])
 
 
 def test_a_copy_another_gateway_put_there_is_kept(tmp_path: Path) -> None:
     conn = LocalConn(tmp_path)
-    source = launcher_source()
     first = _ship([_backend()], conn, 1)[0]
     inode = os.stat(tmp_path / first).st_ino
     again = _ship([_backend()], conn, 1)[0]  # another gateway: its own backend object
     assert again == first and os.stat(tmp_path / first).st_ino == inode
-    assert _files(tmp_path) == {first: source}
+    assert _files(tmp_path) == _shipped(first)
 
 
 def test_a_different_file_in_the_way_is_an_error(tmp_path: Path) -> None:
@@ -91,7 +96,7 @@ def test_a_different_file_in_the_way_is_an_error(tmp_path: Path) -> None:
     (tmp_path / path).write_bytes(b"not the launcher")
     [error] = _ship([_backend()], conn, 1)
     assert isinstance(error, SSHHostError) and "in the way" in str(error), error
-    assert _files(tmp_path) == {path: b"not the launcher"}
+    assert _files(tmp_path) == {**_shipped(path), path: b"not the launcher"}
 
 
 def test_each_remote_dir_of_a_host_gets_the_launcher(tmp_path: Path) -> None:
@@ -103,7 +108,7 @@ def test_each_remote_dir_of_a_host_gets_the_launcher(tmp_path: Path) -> None:
 
     paths = asyncio.run(one_then_the_other())
     assert [p.split("/")[0] for p in paths] == ["a", "b"]
-    assert _files(tmp_path) == {p: launcher_source() for p in paths}
+    assert _files(tmp_path) == {**_shipped(paths[0]), **_shipped(paths[1])}
 
 
 def test_the_remote_dir_is_private(tmp_path: Path) -> None:

@@ -26,9 +26,8 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
 from kernelyard import policy
-from kernelyard.auth.principal import Principal
-from kernelyard.auth.token import gateway_user
 from kernelyard.errors import KernelStartFailed, StartDeadlineExceeded
+from kernelyard.identity import Principal, gateway_user
 from kernelyard.kernel import GatewayKernelManager
 from kernelyard.manager import Caller, GatewayMappingKernelManager
 from tests.kernelspecs import PY, make_test_kernelspecs, write_spec

@@ -12,6 +12,7 @@ from tests.entrypoints import install_package, provisioner_path
 from tests.gateway import Gateway
 from tests.kernelspecs import IPYKERNEL
 from tests.unit.test_contract import gateway_env
+from tests.unit.test_registry import generated_settings
 
 PACKAGE = Path(__file__).resolve().parents[1] / "data" / "thirdparty_backend"
 ENTRY_POINT = "thirdparty-scratch"
@@ -45,3 +46,10 @@ class TestThirdPartyContract(ContractSuite):
             assert backend.leftovers(kid), "the kernel's run dir is not in the scratch folder"
         finally:
             gw.request("DELETE", f"/api/kernels/{kid}")
+
+
+def test_its_settings_are_in_generate_config(tmp_path: Path) -> None:
+    """The registry lists an installed third-party backend's settings (by construction)."""
+    site = install_package(PACKAGE, tmp_path / "site")
+    settings = generated_settings(tmp_path, gateway_env(str(site)))
+    assert {"ScratchProvisioner.scratch_dir", "ScratchProvisioner.run_root"} <= settings
