@@ -204,7 +204,7 @@ def start_gateway(
     *args: str,
     token: str | None = "test-token",
     env: dict[str, str] | None = None,
-    wait: float = 60,
+    wait: float = 240,
     allow_shared_kernel_account: bool = True,
 ) -> Gateway:
     """Start ``kernelyard serve`` on a free loopback port and wait until it listens.

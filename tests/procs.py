@@ -34,6 +34,19 @@ def pgrep(pattern: str) -> set[int]:
     return {int(p) for p in out.stdout.split()} - {os.getpid()}
 
 
+def tagged_pids(tag: str) -> set[int]:
+    """Processes whose command line holds ``tag`` (read from /proc), this one left out."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if tag.encode() in (entry / "cmdline").read_bytes():
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

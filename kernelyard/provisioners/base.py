@@ -78,9 +78,7 @@ class RemoteProvisionerBase(ProvisionerHooks, ResourceSettings,  # type: ignore[
         self.connection_info: KernelConnectionInfo = {}
         self._exit_code: int | None = None
         self._curve: dict[str, str] = {}
-        self._private_backends: BackendRegistry | None = None
-
-    # ---- backend hooks ---------------------------------------------------------
+        self._registry: BackendRegistry | None = None
 
     def submit(
         self, argv: list[str], env: dict[str, str], secrets: dict[str, str]
@@ -107,20 +105,15 @@ class RemoteProvisionerBase(ProvisionerHooks, ResourceSettings,  # type: ignore[
 
     @property
     def backends(self) -> BackendRegistry:
-        """The gateway's registry (up the parent chain), else a private one."""
-        registry = registry_for(self)
-        if registry is None:
-            if self._private_backends is None:
-                self._private_backends = BackendRegistry(self.log)
-            registry = self._private_backends
-        return registry
+        """The gateway's registry (up the parent chain), else one of this kernel's own."""
+        if self._registry is None:
+            self._registry = registry_for(self) or BackendRegistry(self.log)
+        return self._registry
 
     @property
     def backend(self) -> Backend:
         """This kernelspec's backend object, shared with kernelspecs of the same config."""
         return self.backends.backend_for(self)
-
-    # ---- jupyter_client's provisioner interface ------------------------------
 
     @property
     def km(self) -> Any:
@@ -225,9 +218,9 @@ class RemoteProvisionerBase(ProvisionerHooks, ResourceSettings,  # type: ignore[
             await self._store().delete(self.kernel_id)
         self.state = {}
         self.connection_info = {}
-        if not restart and self._private_backends is not None:
-            await self._private_backends.teardown()
-            self._private_backends = None
+        if not restart and self._registry is not None and registry_for(self) is None:
+            await self._registry.teardown()  # a kernel's own registry (no gateway's)
+            self._registry = None
 
     def log_tail(self) -> str:
         """What the backend last said about the kernel (its log tail, once it ended)."""
@@ -252,8 +245,6 @@ class RemoteProvisionerBase(ProvisionerHooks, ResourceSettings,  # type: ignore[
                                     dict(provisioner_info.get("connection_info") or {}))
         if self.state:
             self.poller.register(self)
-
-    # ---- the lifecycle ----------------------------------------------------------
 
     def _last_status(self) -> BackendStatus:
         return self.poller.latest(self.kernel_id) or BackendStatus(

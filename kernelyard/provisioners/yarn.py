@@ -241,8 +241,6 @@ class YarnProvisioner(RemoteProvisionerBase):
             await self.yarn.kill_apps(self.state,
                                       lambda app: app.active and app.state != "RUNNING")
 
-    # ---- submit ----------------------------------------------------------------------
-
     def _resources(self, env: dict[str, str]) -> Resources:
         """The launch plan's resources (the policy checked them); a kernel restarted
         after a gateway restart has no plan, and its env was checked at its launch."""

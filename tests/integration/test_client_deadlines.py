@@ -23,24 +23,12 @@ import pytest
 
 from tests.gateway import Gateway, start_gateway
 from tests.kernelspecs import PY, make_test_kernelspecs, write_spec
+from tests.procs import tagged_pids as _tagged_pids
 
 # Sleeps far longer than the test waits, then becomes the kernel (argv[1] tags the process).
 SLOW = "import os, sys, time; time.sleep(600); " \
        "os.execv(sys.executable, [sys.executable, '-m', 'ipykernel_launcher', '-f', sys.argv[2]])"
 CONFIG = "c.GatewayKernelManager.start_timeout = 900\n"
-
-
-def _tagged_pids(tag: str) -> set[int]:
-    """Processes whose command line holds ``tag``."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if tag.encode() in (entry / "cmdline").read_bytes():
-                    found.add(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def _wait(what: str, check, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]

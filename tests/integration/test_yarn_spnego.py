@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from kernelyard.errors import BackendUnavailable, ConfigError
-from kernelyard.provisioners import yarn
+from kernelyard.provisioners import yarn, yarn_backend
 from kernelyard.provisioners.yarn_rm import ResourceManager
 from tests import realparts
 
@@ -79,7 +79,7 @@ class Recorder:
 
     def __call__(self, host: str) -> str:
         self.hosts.append(host)
-        header = Hidden(yarn._spnego_header(host))
+        header = Hidden(yarn_backend._spnego_header(host))
         self.headers.append(header)
         return header
 
@@ -88,7 +88,7 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def rm_client(env: dict[str, str], auth: Callable[[str], str] | None = yarn._spnego_header,
+def rm_client(env: dict[str, str], auth: Callable[[str], str] | None = yarn_backend._spnego_header,
               host: str = "127.0.0.1") -> ResourceManager:
     url = urllib.parse.urlsplit(env["KY_YARN_KRB_RM_URL"])
     return ResourceManager([f"http://{host}:{url.port}"], timeout=15, auth_header=auth)
@@ -108,7 +108,7 @@ def test_the_provisioner_uses_spnego(krb_rm: dict[str, str], alice: None) -> Non
     provisioner = yarn.YarnProvisioner(rm_urls=[krb_rm["KY_YARN_KRB_RM_URL"]],
                                        rm_auth="kerberos")
     client = provisioner.rm_for()
-    assert client.auth_header is yarn._spnego_header
+    assert client.auth_header is yarn_backend._spnego_header
     assert run(client.leaf_queues()) == {"default", "root.default"}
 
 
@@ -143,7 +143,7 @@ def test_a_fresh_header_per_request(krb_rm: dict[str, str], alice: None) -> None
 
 def test_a_reused_header_is_refused_as_a_replay(krb_rm: dict[str, str], alice: None) -> None:
     # Why the header must be fresh: Hadoop's acceptor keeps a replay cache.
-    once = Hidden(yarn._spnego_header("127.0.0.1"))
+    once = Hidden(yarn_backend._spnego_header("127.0.0.1"))
     client = rm_client(krb_rm, lambda host: once)
 
     async def twice() -> None:

@@ -626,5 +626,5 @@ def test_rotation_under_a_running_gateway(tmp_path: Path) -> None:
 
     (data / "kernelyard_store.key").write_bytes(Fernet.generate_key())
     with pytest.raises(RuntimeError, match=r"cannot be decrypted with StoreFactory\.key_file"):
-        start_gateway(gateway_tmp, *chain, wait=30)
+        start_gateway(gateway_tmp, *chain, wait=240)
 

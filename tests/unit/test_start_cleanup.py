@@ -31,6 +31,8 @@ from kernelyard.identity import Principal, gateway_user
 from kernelyard.kernel import GatewayKernelManager
 from kernelyard.manager import Caller, GatewayMappingKernelManager
 from tests.kernelspecs import PY, make_test_kernelspecs, write_spec
+from tests.procs import alive as _alive
+from tests.procs import tagged_pids as _tagged_pids
 
 
 @pytest.fixture
@@ -65,27 +67,6 @@ def manager(tmp_path: Path, tag: str) -> GatewayMappingKernelManager:
     return GatewayMappingKernelManager(
         kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(specs / "kernels")]),
         connection_dir=str(tmp_path / "runtime"))
-
-
-def _tagged_pids(tag: str) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if tag.encode() in (entry / "cmdline").read_bytes():
-                    found.add(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
 async def _until(what: str, check: Any, timeout: float = 60) -> None:
