@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .identity import Principal
-from .resources import Resources
+from .resources import Resources, parse_request
 
 RUN_AS_ENV = "KERNEL_USERNAME"
 HOST_ENV = "KERNEL_REMOTE_HOST"
@@ -51,7 +51,15 @@ def plan_from_env(env: Mapping[str, str], kernel_name: str = "") -> LaunchPlan:
     them ('' when absent; the backend checks them as it would a planned value)."""
     user = env.get(RUN_AS_ENV) or ""
     return LaunchPlan(subject=Principal(name=user), run_as=user, kernel_name=kernel_name,
-                      env=dict(env), host=env.get(HOST_ENV) or "")
+                      env=dict(env), resources=parse_request(env),
+                      host=env.get(HOST_ENV) or "")
+
+
+def plan_of_adopted(owner: str, kernel_name: str) -> LaunchPlan:
+    """The plan of a kernel re-adopted from the store, for its later restarts: it runs
+    as its owner (``authorize`` makes the subject the user a kernel runs as) with the
+    kernelspec's default resources, since a client's request isn't stored."""
+    return LaunchPlan(subject=Principal(name=owner), run_as=owner, kernel_name=kernel_name)
 
 
 def plan_of(kernel_manager: Any, spec_env: Mapping[str, str] | None = None) -> LaunchPlan:

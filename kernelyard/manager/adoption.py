@@ -9,6 +9,7 @@ from typing import Any
 from jupyter_client.provisioning import KernelProvisionerFactory as KPF
 from jupyter_server._tz import utcnow
 
+from ..launch_plan import plan_of_adopted
 from ..store import KernelRecord, StoreFactory
 from .activity import ActivityWatching
 
@@ -35,6 +36,7 @@ class Adoption(ActivityWatching):
         )
         km.kernel_id = kid
         km.owner = record.owner
+        km.plan = plan_of_adopted(record.owner, record.kernel_name)
         provisioner: Any = KPF.instance(parent=self.parent).create_provisioner_instance(
             kid, km.kernel_spec, parent=km
         )

@@ -27,7 +27,7 @@ from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 from ..errors import BackendUnavailable, ConfigError, InvalidRequest
 from ..identity import check_kernel_id, is_valid_username
 from ..launcher import spark_startup_path
-from ..resources import Limit, Resources, parse_limits, parse_request
+from ..resources import Limit, Resources, parse_limits
 from . import spark_submit
 from .backend import Backend
 from .base import RemoteProvisionerBase
@@ -206,7 +206,7 @@ class YarnProvisioner(RemoteProvisionerBase):
                 f"kernelspec '{self.km.kernel_name}': spark_session 'none' needs Spark client "
                 "mode; in YARN cluster mode the application fails when its driver creates no "
                 "SparkContext within spark.yarn.am.waitTime")
-        resources = self._resources(env)
+        resources = self.plan.resources
         queue = resources.queue or self.queue
         user = self._proxy_user(env)
         rm = self.rm_for()
@@ -240,13 +240,6 @@ class YarnProvisioner(RemoteProvisionerBase):
         with contextlib.suppress(BackendUnavailable):  # then the kernel just stops
             await self.yarn.kill_apps(self.state,
                                       lambda app: app.active and app.state != "RUNNING")
-
-    def _resources(self, env: dict[str, str]) -> Resources:
-        """The launch plan's resources (the policy checked them); a kernel restarted
-        after a gateway restart has no plan, and its env was checked at its launch."""
-        plan = getattr(self.km, "plan", None)
-        resources = getattr(plan, "resources", None)
-        return resources if isinstance(resources, Resources) else parse_request(env)
 
     def _submit_argv(self, resources: Resources, user: str, secrets_file: Path,
                      launcher: Path, argv: list[str]) -> list[str]:

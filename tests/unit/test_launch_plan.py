@@ -14,11 +14,12 @@ from kernelyard import policy
 from kernelyard.errors import InvalidRequest
 from kernelyard.identity import Principal
 from kernelyard.kernel import GatewayKernelManager
-from kernelyard.launch_plan import LaunchPlan, plan_from_env
+from kernelyard.launch_plan import LaunchPlan, plan_from_env, plan_of_adopted
 from kernelyard.manager import GatewayMappingKernelManager
 from kernelyard.provisioners.local import LocalKernelProvisioner
 from kernelyard.provisioners.ssh import SSHProvisioner
 from kernelyard.provisioners.yarn import YarnProvisioner
+from kernelyard.resources import parse_request
 
 ALICE = Principal(name="alice", via="token")
 HUB = Principal(name="hub", via="jupyterhub", may_act_for_others=True)
@@ -91,3 +92,19 @@ def test_without_a_plan_a_provisioner_takes_it_from_the_kernels_env() -> None:
     assert asyncio.run(ssh._choose_host({})) == "h2"
     assert _provisioner(LocalKernelProvisioner, km, run_as_user=True)._owner({}) == "mallory"
     assert _provisioner(YarnProvisioner, km)._proxy_user({}) == "mallory"
+
+
+def test_a_readopted_kernel_restarts_as_its_owner() -> None:
+    """A kernel re-adopted from the store has no launch env left: a restart must still
+    run it as its owner, never as the gateway's own account (no --proxy-user)."""
+    km = GatewayKernelManager()
+    km._launch_args = {}  # as adoption leaves it
+    assert _provisioner(YarnProvisioner, km, impersonate=True)._proxy_user({}) == ""
+    km.plan = plan_of_adopted("alice", "spark")
+    assert _provisioner(YarnProvisioner, km, impersonate=True)._proxy_user({}) == "alice"
+    assert _provisioner(SSHProvisioner, km, user_mode="sudo", hosts=["h1"])._owner({}) == "alice"
+
+
+def test_without_a_plan_the_resources_come_from_the_kernels_env() -> None:
+    plan = plan_from_env({"KERNEL_DRIVER_MEMORY": "1.5g"})
+    assert plan.resources == parse_request({"KERNEL_DRIVER_MEMORY": "1.5g"})

@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # The store sits beside the manager in the picture, but provisioners checkpoint
     # into it and it imports neither: it ranks below them.
     ("store", ("kernelyard.store",)),
-    ("launcher", ("kernelyard.launcher",)),
+    ("launcher", ("kernelyard.launcher", "kernelyard.launcher_spark")),
     # auth.spnego is the Kerberos HTTP helper the YARN RM client shares with the
     # Kerberos authenticator; it imports errors only.
     ("leaves", ("kernelyard.identity", "kernelyard.errors", "kernelyard.kernel_env",
