@@ -84,6 +84,8 @@ SECRET_ENVS = {
     "token": "KERNELYARD_CALLBACK_TOKEN",
     "callback_url": "KERNELYARD_CALLBACK_URL",
 }
+# The gateway's and the launcher's own names: none reaches a kernel from the node's env.
+OWN_ENV_PREFIX = "KERNELYARD_"
 CURVE_FIELDS = ("curve_publickey", "curve_secretkey")
 SIGNATURE_HEADER = "X-Kernelyard-Signature"  # of a control request: sign(key, body)
 CONTROL_PATH = "/control"  # the path of the launcher's control endpoint
@@ -247,6 +249,11 @@ def _timestamp(value: Any) -> float | None:
 
 
 # ---- secrets and options ---------------------------------------------------------------
+
+
+def node_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The launcher's env as a kernel inherits it: without any ``KERNELYARD_*`` name."""
+    return {k: v for k, v in env.items() if not k.startswith(OWN_ENV_PREFIX)}
 
 
 class Secrets(NamedTuple):
@@ -759,8 +766,8 @@ class Launcher:
         argv = [arg.replace("{connection_file}", self.connection_file)
                 .replace("{python}", sys.executable) for arg in self.kernel_argv]
         try:
-            kernel = Kernel(argv, {**os.environ, **self.secret.env, **self.spark_env()},
-                            self.kernel_log)
+            kernel = Kernel(argv, {**node_env(os.environ), **self.secret.env,
+                                   **self.spark_env()}, self.kernel_log)
         except OSError as e:
             log.error("cannot start the kernel %r: %s", argv[0], e)
             _append(self.kernel_log, f"kernelyard-launcher: cannot start {argv[0]!r}: {e}\n")

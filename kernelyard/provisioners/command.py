@@ -31,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import json
 import os
+import shutil
 import signal
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -74,13 +76,18 @@ class CommandResult:
 async def run(argv: list[str], *, env: Mapping[str, str] | None = None,
               stdin: bytes | None = None, cwd: str | None = None, timeout: float,
               max_output: int = DEFAULT_MAX_OUTPUT, merge_stderr: bool = False,
-              secrets: Collection[str] = ()) -> CommandResult:
+              secrets: Collection[str] = (), dies_with_gateway: bool = False) -> CommandResult:
     """Run ``argv``; kill its process group on timeout (``CommandTimeout``) or cancellation.
 
     ``env`` None means an empty environment; an ``OSError`` (no such program) is raised
     as it is. ``secrets``: values that must not appear in ``argv`` or ``env``.
+    ``dies_with_gateway``: the program gets SIGKILL when the gateway dies, even by
+    SIGKILL (``dying_with_gateway``), so that a submit cut off by a crash can't create
+    a job after the next gateway has cleaned the start up.
     """
     _refuse_secrets(argv, env or {}, secrets)
+    if dies_with_gateway:
+        argv = dying_with_gateway(argv)
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=cwd, env=dict(env or {}),
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
@@ -96,6 +103,16 @@ async def run(argv: list[str], *, env: Mapping[str, str] | None = None,
         await _kill_group(proc)
         raise
     return CommandResult(proc.returncode if proc.returncode is not None else -1, out, err, cut)
+
+
+def dying_with_gateway(argv: list[str]) -> list[str]:
+    """``argv`` under util-linux's ``setpriv --pdeathsig KILL`` (the kernel kills it when
+    the gateway's thread that started it ends), or as it is where there is no setpriv.
+    A missing program is the ``FileNotFoundError`` exec would raise."""
+    if shutil.which(argv[0]) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
 
 
 async def run_as(user: str, argv: list[str], *, sudo: Collection[str] = SUDO,

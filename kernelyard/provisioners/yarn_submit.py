@@ -37,7 +37,8 @@ async def run_spark_submit(cmd: list[str], cwd: str, env: dict[str, str], timeou
     """spark-submit's output; ConfigError if it can't run, KernelStartFailed if it fails."""
     try:
         result = await command.run(cmd, env=env, cwd=cwd, timeout=timeout,
-                                   merge_stderr=True, secrets=list(secrets))
+                                   merge_stderr=True, secrets=list(secrets),
+                                   dies_with_gateway=True)
     except OSError as e:
         raise ConfigError(f"cannot run spark-submit ({cmd[0]}): {e.strerror}; set "
                           "YarnProvisioner.spark_home") from None

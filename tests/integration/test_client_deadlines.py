@@ -237,9 +237,9 @@ def ssh_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 
 def _remote_kernel_gone(gw: Gateway, kid: str) -> None:
-    from tests.integration.test_ssh import _remote_processes
+    from tests.procs import pgrep
 
-    _wait("the remote kernel's processes to end", lambda: not _remote_processes(kid))
+    _wait("the remote kernel's processes to end", lambda: not pgrep(kid))
     status, kernels, _ = gw.request("GET", "/api/kernels")
     assert status == 200 and kid not in json.dumps(kernels), kernels
 
@@ -253,7 +253,7 @@ def test_a_remote_start_ends_at_the_client_deadline(ssh_gw: Gateway) -> None:
 
 
 def test_a_remote_start_ends_with_its_client(ssh_gw: Gateway) -> None:
-    from tests.integration.test_ssh import _remote_processes
+    from tests.procs import pgrep
 
     kid = str(uuid.uuid4())
     url = urlsplit(ssh_gw.url)
@@ -263,7 +263,7 @@ def test_a_remote_start_ends_with_its_client(ssh_gw: Gateway) -> None:
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     with socket.create_connection((url.hostname, url.port), timeout=60) as client:
         client.sendall(request)
-        _wait("the remote kernel to be launched", lambda: bool(_remote_processes(kid)))
+        _wait("the remote kernel to be launched", lambda: bool(pgrep(kid)))
     _remote_kernel_gone(ssh_gw, kid)
 
 

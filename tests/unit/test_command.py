@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -106,3 +107,41 @@ def test_the_secrets_file_is_private(tmp_path: Path) -> None:
     assert path.read_bytes() == b'{"key": "k", "env": {"A": "1"}}\n'
     with pytest.raises(FileExistsError):
         command.write_secrets_file(tmp_path, "s.json", {}, {})
+
+
+GATEWAY_THAT_DIES = """
+import asyncio, sys
+from kernelyard.provisioners import command
+child = [sys.executable, "-c",
+         "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(300)",
+         sys.argv[1]]
+asyncio.run(command.run(child, timeout=600, dies_with_gateway=sys.argv[2] == "yes"))
+"""
+
+
+def _program_of_a_killed_gateway(tmp_path: Path, dies: str) -> int:
+    """The pid of a program a 'gateway' process ran, once that process got SIGKILL."""
+    pid_file = tmp_path / f"child-{dies}.pid"
+    gateway = subprocess.Popen([PY, "-c", GATEWAY_THAT_DIES, str(pid_file), dies],
+                               env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    deadline = time.monotonic() + 120
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gateway.kill()
+    gateway.wait()
+    return int(pid_file.read_text())
+
+
+def test_a_program_that_dies_with_the_gateway_dies_with_its_sigkill(tmp_path: Path) -> None:
+    """spark-submit must not submit after a crash: the next gateway has cleaned up by then."""
+    survivor = _program_of_a_killed_gateway(tmp_path, "no")
+    try:
+        assert not _gone(survivor), "without dies_with_gateway the program outlives it"
+    finally:
+        os.kill(survivor, 9)
+    assert _gone(_program_of_a_killed_gateway(tmp_path, "yes"))
+
+
+def test_dying_with_the_gateway_keeps_a_missing_program_an_oserror() -> None:
+    with pytest.raises(FileNotFoundError):
+        command.dying_with_gateway(["/nonexistent/spark-submit"])
