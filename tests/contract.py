@@ -49,6 +49,9 @@ SLOW_CALLBACK_SPEC = "contract_slow_callback"
 SLOW_CALLBACK_SECONDS = 600
 SLOW_CALLBACK_OPTIONS = ["--port-clash-watch", str(SLOW_CALLBACK_SECONDS)]
 GATEWAY_START_WAIT = 300.0
+# The kernel process: its pid and host (a restarted container kernel may have the same pid
+# in a new pod, whose host name is new).
+WHO_AM_I = "import os, socket; print(os.getpid(), socket.gethostname())"
 
 
 @dataclass
@@ -68,6 +71,9 @@ class ContractBackend:
     gateway_env: Mapping[str, str] = field(default_factory=dict)
     execute_timeout: float = 60
     cleanup_timeout: float = 60
+    # kill -9 of the kernel, given its id and the pid it reports (a container backend's
+    # kernel reports the pid of its own PID namespace): by default os.kill of that pid
+    kill_kernel: Callable[[str, int], None] | None = None
 
 
 def write_launcher_spec(folder: Path, name: str, provisioner: str, argv: list[str],
@@ -201,7 +207,7 @@ class ContractSuite:
         ks = gw.connect(kid)
         try:
             assert ks.execute("x = 6*7; print(x)", backend.execute_timeout)["stdout"] == "42\n"
-            pid_before = ks.execute("import os; print(os.getpid())")["stdout"]
+            pid_before = ks.execute(WHO_AM_I)["stdout"]
             msg_id = ks.submit("import time; print('sleeping', flush=True); time.sleep(120)")
             _wait_for_stdout(ks, msg_id, "sleeping")
             assert gw.request("POST", f"/api/kernels/{kid}/interrupt", {})[0] == 204
@@ -212,7 +218,7 @@ class ContractSuite:
             ks.close()
         status, model, _ = gw.request("POST", f"/api/kernels/{kid}/restart", {}, timeout=600)
         assert status == 200 and model["id"] == kid, (status, model)
-        out = gw.run(kid, "import os; print(os.getpid())\nx", backend.execute_timeout)
+        out = gw.run(kid, f"{WHO_AM_I}\nx", backend.execute_timeout)
         assert out["error"]["ename"] == "NameError" and out["stdout"] != pid_before, out
         assert gw.request("DELETE", f"/api/kernels/{kid}", timeout=120)[0] == 204
         assert_nothing_left(backend, root, kid)
@@ -223,7 +229,10 @@ class ContractSuite:
         started.append(kid := str(uuid.uuid4()))
         gw.start_kernel(SPEC, env={"KERNEL_ID": kid})
         pid = int(gw.run(kid, "import os; print(os.getpid())", backend.execute_timeout)["stdout"])
-        os.kill(pid, signal.SIGKILL)
+        if backend.kill_kernel is not None:
+            backend.kill_kernel(kid, pid)
+        else:
+            os.kill(pid, signal.SIGKILL)
         assert wait_dead(gw, kid) in ("dead", "gone")
         gw.request("DELETE", f"/api/kernels/{kid}", timeout=120)
         assert_nothing_left(backend, root, kid)

@@ -10,7 +10,9 @@ kernelyard); the launcher reaches them in a ConfigMap, the secrets in a Secret.
 from __future__ import annotations
 
 import json
+import os
 import pwd
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,7 @@ from tests.kubernetes import (
     kubectl_json,
     make_namespace,
 )
+from tests.procs import process_table
 from tests.waits import wait_for
 
 PY_KERNEL = ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
@@ -50,7 +53,17 @@ def k8s_backend(namespace: str) -> ContractBackend:
         write_specs=lambda folder: write_contract_specs(folder, PROVISIONER, PY_KERNEL),
         leftovers=lambda kernel_id: kernel_objects(namespace, kernel_id),
         gateway_args=[*gateway_args(namespace), f"--SharedTokenAuthenticator.user={USER}"],
-        execute_timeout=120, cleanup_timeout=120)
+        execute_timeout=120, cleanup_timeout=120, kill_kernel=kill_kernel_in_pod)
+
+
+def kill_kernel_in_pod(kernel_id: str, pid_in_pod: int) -> None:
+    """kill -9 of the kernel process of a pod: the container's processes are this host's,
+    found by the kernel id on their command line (the pid they report is the pod's own)."""
+    (pid,) = [p.pid for p in process_table().values()
+              if any(kernel_id in arg for arg in p.cmdline)
+              and "ipykernel_launcher" in p.cmdline
+              and not any(arg.endswith("/launcher.py") for arg in p.cmdline)]
+    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
