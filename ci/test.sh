@@ -28,6 +28,7 @@ PARTS=(
   "kerberized-rm    | -                                    | bash ci/yarn/start-kerberized-rm.sh  | bash ci/yarn/stop-kerberized-rm.sh"
   "jupyterhub       | bash ci/jupyterhub/install.sh        | bash ci/jupyterhub/start.sh          | bash ci/jupyterhub/stop.sh"
   "eg-itests        | bash ci/eg-itests/install.sh >/dev/null | -                                 | -"
+  "kubernetes       | bash ci/kubernetes/install.sh        | bash ci/kubernetes/start.sh          | bash ci/kubernetes/stop.sh"
 )
 # What the installs do: e2e: JupyterLab, Chromium, playwright-core; users: alice/bob,
 # sudo + a rule for kyuser, per-user ssh keys; kernel-venv: /opt/kernelyard/kernel-venv,
@@ -35,7 +36,9 @@ PARTS=(
 # the YARN daemon jars into ~/.m2 (spark-standalone and kerberized-rm use them too);
 # kdc: MIT Kerberos (apt) and gssapi into the venv; jupyterhub: its own venv under
 # /opt/kernelyard and configurable-http-proxy (npm); eg-itests: EG's own itests from
-# its PyPI wheel. yarn-ssh-hosts: the RM's client port on the ssh hosts' bridge
+# its PyPI wheel; kubernetes: a real single-node cluster (binaries, etcd and helm built
+# from the Go module proxy, the kernel and gateway images, all cached under ~/.cache;
+# ci/kubernetes/README.md). yarn-ssh-hosts: the RM's client port on the ssh hosts' bridge
 # (ci/yarn/stop.sh stops it). Fields are split at "|": a command here has no pipe.
 
 dry=0

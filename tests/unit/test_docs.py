@@ -17,6 +17,7 @@ from kernelyard.callbacks import CallbackRegistry
 from kernelyard.kernel import GatewayKernelManager
 from kernelyard.manager import GatewayMappingKernelManager
 from kernelyard.provisioners.base import RemoteProvisionerBase
+from kernelyard.provisioners.kubernetes import KubernetesProvisioner
 from kernelyard.provisioners.local import LocalKernelProvisioner
 from kernelyard.provisioners.ssh import SSHProvisioner
 from kernelyard.provisioners.yarn import YarnProvisioner
@@ -26,7 +27,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 CLASSES = {c.__name__: c for c in [KernelyardApp, GatewayMappingKernelManager,
                                    GatewayKernelManager, LocalKernelProvisioner,
                                    GatewayChannelsConnection, RemoteProvisionerBase,
-                                   SSHProvisioner, YarnProvisioner, StoreFactory, CallbackRegistry,
+                                   SSHProvisioner, YarnProvisioner, KubernetesProvisioner,
+                                   StoreFactory, CallbackRegistry,
                                    SharedTokenAuthenticator, ApiTokenAuthenticator,
                                    JupyterHubAuthenticator, KerberosAuthenticator,
                                    ProxyHeaderAuthenticator, MutualTLSAuthenticator]}

@@ -100,3 +100,23 @@ def test_ssh_spark_client_mode_kernelspec() -> None:
         kernel_json(_opts("ssh", "--name", "x", "--hosts", "h1", "--spark-conf", "a=b"))
     with pytest.raises(SystemExit, match="NAME=VALUE"):
         kernel_json(_opts("ssh", "--name", "x", "--hosts", "h1", "--env", "1X=2"))
+
+
+def test_kubernetes_kernelspec_golden() -> None:
+    spec = kernel_json(_opts("kubernetes", "--name", "python_k8s",
+                             "--image", "registry.example.org/kernel:1",
+                             "--namespace", "ds-kernels", "--memory", "8g", "--cpu", "4",
+                             "--gpus", "1", "--default-memory", "1g"))
+    assert spec["argv"] == ["kernelyard-launcher", "--", "{python}", "-m", "ipykernel_launcher",
+                            "-f", "{connection_file}"]
+    assert spec["metadata"]["kernel_provisioner"] == {
+        "provisioner_name": "kernelyard-kubernetes",
+        "config": {"image": "registry.example.org/kernel:1", "namespace": "ds-kernels",
+                   "default_memory": "1g",
+                   "resource_limits": {"KERNEL_CPUS": "4", "KERNEL_MEMORY": "8g",
+                                       "KERNEL_GPUS": 1}}}
+
+
+def test_kubernetes_needs_an_image() -> None:
+    with pytest.raises(SystemExit, match="--image"):
+        kernel_json(_opts("kubernetes", "--name", "k"))
