@@ -47,7 +47,8 @@ build_kernel() {
 build_gateway() {
   local t=$EPOCHREALTIME base site W=$S/build/gateway-image
   base=$(layer localhost/kernelyard/gateway-base:1 "$ROOT/images/gateway/requirements.txt")
-  site=$(tar -tf "$base" | grep -m1 -E '^(\./)?opt/venv/lib/python3\.[0-9]+/site-packages/$' | sed 's|^\./||')
+  site=$(tar -tf "$base" | awk '/^(\.\/)?opt\/venv\/lib\/python3\.[0-9]+\/site-packages\/$/ && !f {
+    sub(/^\.\//, ""); sub(/\/$/, ""); print; f = 1 }')   # awk reads it all: no SIGPIPE
   [ -n "$site" ] || { echo "no /opt/venv site-packages in $base" >&2; exit 1; }
   rm -rf "$W"; mkdir -p "$W/root"
   python3 "$ROOT/images/gateway/install-tree.py" "$ROOT" "$W/root" "$site" /opt/venv/bin /opt/venv/bin/python3
