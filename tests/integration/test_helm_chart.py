@@ -37,7 +37,8 @@ RELEASE, GW_NS, KERNEL_NS = "ky", "chart-gw", "chart-kernels"
 FULLNAME = f"{RELEASE}-kernelyard"
 # The values the CI install uses: images imported into containerd, never pulled.
 CI_VALUES = ["--set", "image.pullPolicy=Never", "--set", f"kubernetes.namespace={KERNEL_NS}",
-             "--set", "kubernetes.imagePullPolicy=Never", "--set", "kubernetes.createNamespaces=true",
+             "--set", "kubernetes.imagePullPolicy=Never",
+             "--set", "kubernetes.createNamespaces=true",
              "--set-json", 'kubernetes.userMap={"alice":{"uid":1001,"gid":1001}}']
 
 

@@ -80,7 +80,8 @@ def with_change(path: str, value: Any) -> dict[str, Any]:
     ("kernelspecs", {"Py/x": {"image": "k:1"}}, "'Py/x' does not match"),
     ("podSecurityContext.runAsUser", 0, "podSecurityContext.runAsUser: 0 is less than"),
     ("config", {"KernelyardApp": {"auth_token": "s3cret"}}, "config.KernelyardApp: "),
-    ("config", {"ProxyHeaderAuthenticator": {"secret": "s3cret"}}, "config.ProxyHeaderAuthenticator"),
+    ("config", {"ProxyHeaderAuthenticator": {"secret": "s3cret"}},
+     "config.ProxyHeaderAuthenticator"),
     ("quotas.maxKernelsPerUser", -1, "quotas.maxKernelsPerUser: -1 is less than"),
 ])
 def test_bad_values_are_refused_naming_the_key(path: str, value: Any, expected: str) -> None:
