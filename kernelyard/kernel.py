@@ -207,6 +207,10 @@ class GatewayKernelManager(ServerKernelManager):
     def _log_tail(self) -> str:
         return hooks_of(self.provisioner).log_tail()
 
+    def death_reason(self) -> str:
+        """Why the kernel died, as its backend last said ('' when it said nothing)."""
+        return self._log_tail() if self.provisioner is not None else ""
+
     def _log_suffix(self, tail: str | None = None) -> str:
         tail = self._log_tail() if tail is None else tail
         return f"; last lines of its log:\n{tail}" if tail else ""

@@ -118,6 +118,8 @@ _ALL = (
     Part("jupyterhub", "bash ci/jupyterhub/start.sh", "KY_HUB_STATE",
          "/tmp/kernelyard-jupyterhub", install="bash ci/jupyterhub/install.sh",
          stop="bash ci/jupyterhub/stop.sh"),
+    Part("kubernetes", "bash ci/kubernetes/start.sh", "KY_K8S_STATE", "/tmp/kernelyard-k8s",
+         install="bash ci/kubernetes/install.sh", stop="bash ci/kubernetes/stop.sh"),
 )
 PARTS: dict[str, Part] = {part.name: part for part in _ALL}
 

@@ -83,9 +83,13 @@ class KernelTable(AsyncMappingKernelManager):
         return policy.may_use_kernelspec(principal, name, metadata, access)
 
     def kernel_model(self, kernel_id: str) -> dict[str, Any]:
-        """jupyter_server's kernel model, plus the kernel's ``owner``."""
+        """jupyter_server's kernel model, plus the kernel's ``owner`` and, once it is dead,
+        the ``reason`` its backend gave (an OOM kill, a deleted pod, its last log lines)."""
         model: dict[str, Any] = super().kernel_model(kernel_id)
-        model["owner"] = policy.owner_of(self._kernels[kernel_id])
+        kernel = self._kernels[kernel_id]
+        model["owner"] = policy.owner_of(kernel)
+        if model.get("execution_state") == "dead":
+            model["reason"] = kernel.death_reason()
         return model
 
     async def kernel_spec_of(self, name: str) -> Any:

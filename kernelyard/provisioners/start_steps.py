@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -91,3 +92,12 @@ async def undo_start(state: dict[str, Any],
         except Exception as e:
             return f"{getattr(step, '__name__', 'a step')} failed ({type(e).__name__}: {e})"
     return ""
+
+
+def instance_tag() -> str:
+    """The tag every kernel of this gateway (and of replicas on its store) carries on its
+    backend (a YARN application tag, a pod label): derived from the store's location."""
+    from ..store import StoreFactory
+
+    digest = hashlib.sha256(StoreFactory.instance().url.encode()).hexdigest()[:12]
+    return f"kernelyard-{digest}"

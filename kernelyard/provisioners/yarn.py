@@ -13,7 +13,6 @@ backend object, ``kernelyard.provisioners.yarn_backend``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from ..identity import check_kernel_id, is_valid_username
 from ..launcher import spark_startup_path
 from ..resources import Limit, Resources, parse_limits
 from . import spark_submit
+from . import start_steps as steps
 from .backend import Backend
 from .base import RemoteProvisionerBase
 from .command import launcher_file, write_secrets_file
@@ -178,10 +178,7 @@ class YarnProvisioner(RemoteProvisionerBase):
 
     @default("instance_tag")
     def _instance_tag_default(self) -> str:
-        from ..store import StoreFactory
-
-        digest = hashlib.sha256(StoreFactory.instance().url.encode()).hexdigest()[:12]
-        return f"kernelyard-{digest}"
+        return steps.instance_tag()
 
     def backend_config(self) -> YarnConfig:
         return YarnConfig(
