@@ -24,6 +24,7 @@ import yaml
 
 from tests import realparts
 from tests.gateway import SECRETS
+from tests.kubernetes import ROLE_RULES
 from tests.waits import poll, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,6 +90,17 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
+def role_rules(role: dict[str, Any]) -> dict[str, set[str]]:
+    """resource[.group] -> verbs of a Role, in tests/kubernetes.py's ROLE_RULES spelling."""
+    rules: dict[str, set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                key = f"{resource}.{group}" if group else resource
+                rules.setdefault(key, set()).update(rule["verbs"])
+    return rules
+
+
 def test_helm_lint_passes_with_the_default_and_the_ci_values() -> None:
     assert "0 chart(s) failed" in helm("lint", "--strict", str(CHART)).stdout
     assert "0 chart(s) failed" in helm("lint", "--strict", str(CHART), *CI_VALUES).stdout
@@ -125,9 +137,8 @@ def test_template_objects_are_least_privilege_and_keep_secrets_out_of_sight() ->
     # RBAC only in the kernel namespace, nothing cluster-wide
     assert {r["metadata"]["namespace"] for r in of_kind(docs, "Role")} == {KERNEL_NS}
     (role,) = of_kind(docs, "Role")
-    assert {res for rule in role["rules"] for res in rule["resources"]} == {
-        "pods", "pods/log", "secrets", "configmaps", "events"}
-    assert all("*" not in rule["verbs"] for rule in role["rules"])
+    assert role_rules(role) == {r: set(v.split(",")) for r, v in ROLE_RULES
+                                if r != "networkpolicies.networking.k8s.io"}
     (deploy,) = of_kind(docs, "Deployment")
     pod = deploy["spec"]["template"]["spec"]
     (ctr,) = pod["containers"]
@@ -148,7 +159,7 @@ def test_cluster_wide_rbac_only_when_asked() -> None:
     docs = render("--set", "rbac.clusterWide=true", "--set", "kubernetes.namespaceMode=user")
     assert of_kind(docs, "Role") == [] and of_kind(docs, "NetworkPolicy") == []
     (cluster_role,) = of_kind(docs, "ClusterRole")
-    assert any("networkpolicies" in r["resources"] for r in cluster_role["rules"])
+    assert role_rules(cluster_role) == {r: set(v.split(",")) for r, v in ROLE_RULES}
     (config_map,) = of_kind(docs, "ConfigMap")
     config = json.loads(config_map["data"]["kernelyard_config.json"])
     assert config["KubernetesProvisioner"]["network_policy"] is True

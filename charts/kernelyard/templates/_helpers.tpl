@@ -81,7 +81,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if $s.namespace -}}{{- $_ := set $config "namespace" $s.namespace -}}{{- end -}}
 {{- if $s.resourceLimits -}}{{- $_ := set $config "resource_limits" $s.resourceLimits -}}{{- end -}}
 {{- $config = mergeOverwrite $config (deepCopy (default (dict) $s.config)) -}}
-{{- $argv := default (list "kernelyard-launcher" "--" $python "-m" "ipykernel_launcher" "-f" "{connection_file}") $s.argv -}}
+{{- $argv := default (list "kernelyard-launcher" "--" "{python}" "-m" "ipykernel_launcher" "-f" "{connection_file}") $s.argv -}}
 {{- $spec := dict "argv" $argv "display_name" (default .name $s.displayName) "language" (default "python" $s.language) "interrupt_mode" "signal" "metadata" (dict "kernel_provisioner" (dict "provisioner_name" "kernelyard-kubernetes" "config" $config)) -}}
 {{- if $s.env -}}{{- $_ := set $spec "env" $s.env -}}{{- end -}}
 {{- toPrettyJson $spec -}}
