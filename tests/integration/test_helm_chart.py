@@ -12,19 +12,25 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
+import socketserver
 import subprocess
+import threading
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+import websocket
 import yaml
 
 from tests import realparts
-from tests.gateway import SECRETS
-from tests.kubernetes import ROLE_RULES
+from tests.gateway import SECRETS, KernelSocket
+from tests.kubernetes import ROLE_RULES, kernel_objects, kernel_pods
 from tests.waits import poll, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,13 +51,7 @@ CI_VALUES = ["--set", "image.pullPolicy=Never", "--set", f"kubernetes.namespace=
 
 def part_missing(why: str) -> NoReturn:
     """The cluster (or helm, or an image) is missing: skip by hand, fail in CI."""
-    if "kubernetes" in realparts.PARTS:
-        realparts.missing("kubernetes", why)
-    reason = (f"real part 'kubernetes' unavailable: {why}; start it (as root) with "
-              "`bash ci/kubernetes/start.sh` (tests/realparts.py has no 'kubernetes' entry yet)")
-    if realparts.required():
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    realparts.missing("kubernetes", why)
 
 
 def helm_bin() -> Path:
@@ -202,12 +202,10 @@ def test_the_rendered_config_names_only_existing_settings() -> None:
 
 # --- installed into the real cluster ------------------------------------------------------
 
-def cluster_up() -> None:
-    """Skip (CI: fail) unless the cluster answers and the CI-built images are in containerd."""
-    if "kubernetes" in realparts.PARTS:
-        realparts.need("kubernetes")
-    if not KUBECONFIG.is_file():
-        part_missing(f"{KUBECONFIG} is missing")
+def cluster_up() -> dict[str, str]:
+    """ci/kubernetes' env; skip (CI: fail) unless the cluster answers and the CI-built
+    images are in its containerd."""
+    cluster = realparts.env("kubernetes")
     ready = kubectl("get", "--raw", "/readyz", check=False)
     if ready.returncode != 0:
         part_missing(f"the API server does not answer: {ready.stderr.strip()[-200:]}")
@@ -217,6 +215,47 @@ def cluster_up() -> None:
         if image not in ctr.stdout.split():
             part_missing(f"the image {image} is not in the cluster's containerd: build it with "
                          "`bash ci/kubernetes/build-images.sh --import`")
+    return cluster
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Forward(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        with socket.create_connection(("127.0.0.1", 6443), timeout=10) as upstream:
+            upstream.settimeout(None)
+            back = threading.Thread(target=_pipe, args=(upstream, self.request), daemon=True)
+            back.start()
+            _pipe(self.request, upstream)
+            back.join()
+
+
+class ApiForwarder(socketserver.ThreadingTCPServer):
+    """The API server (127.0.0.1:6443) on a port of the node IP, for the gateway pod: the
+    CI cluster has no kube-proxy, so the ``kubernetes`` Service IP leads nowhere; its
+    serving certificate names the node IP (chart value ``kubernetes.apiServer``)."""
+
+    daemon_threads = True
+
+    def __init__(self, node_ip: str):
+        super().__init__((node_ip, 0), _Forward)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
 
 
 def leftovers() -> list[str]:
@@ -235,15 +274,19 @@ def leftovers() -> list[str]:
 @pytest.fixture(scope="module")
 def release() -> Iterator[dict[str, Any]]:
     """The chart installed into chart-gw, kernels in chart-kernels; uninstalled at the end."""
-    cluster_up()
+    node_ip = cluster_up()["KY_K8S_NODE_IP"]
     token = secrets.token_urlsafe(24)
     SECRETS.add_secret(token, "the in-cluster gateway's token")
+    forwarder = ApiForwarder(node_ip)
     helm("uninstall", RELEASE, "-n", GW_NS, "--ignore-not-found", check=False)
     helm("install", RELEASE, str(CHART), "-n", GW_NS, "--create-namespace", *CI_VALUES,
-         "--set", f"auth.token={token}")
+         "--set", f"auth.token={token}", "--set", f"kubernetes.apiServer.host={node_ip}",
+         "--set", f"kubernetes.apiServer.port={forwarder.port}")
     try:
         yield {"token": token}
     finally:
+        forwarder.shutdown()
+        forwarder.server_close()
         if helm("status", RELEASE, "-n", GW_NS, check=False).returncode == 0:
             logs = kubectl("logs", "-n", GW_NS, f"deploy/{FULLNAME}", "--tail=200", check=False)
             print(logs.stdout[-4000:])
@@ -301,6 +344,139 @@ def test_installed_gateway_is_ready_and_answers_by_pod_ip(release: dict[str, Any
     assert can("create", "pods", "-n", GW_NS) == "no"
     assert can("list", "pods", "--all-namespaces") == "no"
     assert can("create", "namespaces") == "no"
+
+
+@dataclass
+class InCluster:
+    """A client of the gateway pod, by its IP (``url``) and the release's token."""
+
+    url: str
+    token: str
+
+    def request(self, method: str, path: str, body: Any = None,
+                timeout: float = 180) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Authorization": f"token {self.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw, status = resp.read(), resp.status
+        except urllib.error.HTTPError as e:
+            raw, status = e.read(), e.code
+        return status, json.loads(raw) if raw else None
+
+    def connect(self, kernel_id: str) -> KernelSocket:
+        ws = websocket.create_connection(
+            f"ws{self.url[len('http'):]}/api/kernels/{kernel_id}/channels",
+            header=[f"Authorization: token {self.token}"], timeout=60)
+        return KernelSocket(ws, v1=False, session_id=uuid.uuid4().hex)
+
+
+@pytest.fixture(scope="module")
+def in_cluster(release: dict[str, Any]) -> InCluster:
+    pod = gateway_pod()
+    return InCluster(f"http://{pod['status']['podIP']}:8888", release["token"])
+
+
+def pod_of(kernel_id: str) -> dict[str, Any]:
+    """The one running pod of a kernel (a restarted kernel's old pod may still be going)."""
+    def live() -> dict[str, Any] | None:
+        pods = [p for p in kernel_pods(KERNEL_NS, kernel_id)
+                if not p["metadata"].get("deletionTimestamp")
+                and p["status"].get("phase") in ("Pending", "Running")]
+        return pods[0] if len(pods) == 1 else None
+    return wait_for(f"one pod of kernel {kernel_id}", 60, live)
+
+
+def wait_for_stdout(ks: KernelSocket, msg_id: str, text: str, timeout: float = 60) -> None:
+    """Read the kernel's messages until the cell ``msg_id`` has printed ``text``."""
+    seen = ""
+    while text not in seen:
+        msg = ks.recv(timeout)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            seen += msg["content"]["text"]
+
+
+@pytest.mark.timeout(900)
+def test_a_kernel_from_the_in_cluster_gateway_runs_is_interrupted_restarted_and_shut_down(
+        in_cluster: InCluster) -> None:
+    """From ``helm install`` to a working notebook: the kernel is a pod in chart-kernels,
+    runs as alice's uid, keeps its variables over an interrupt, gets a new pod (same kernel
+    id) on restart, and leaves no pod, Secret or ConfigMap after shutdown."""
+    status, model = in_cluster.request("POST", "/api/kernels", {
+        "name": "python-k8s", "env": {"KERNEL_USERNAME": "alice"}})
+    assert status == 201, model
+    kernel_id = model["id"]
+    try:
+        first = pod_of(kernel_id)
+        assert first["spec"]["securityContext"]["runAsUser"] == 1001
+        ks = in_cluster.connect(kernel_id)
+        try:
+            out = ks.execute("import os; x = 6*7; print(os.getuid(), os.getgid(), x)")
+            assert out["error"] is None and out["stdout"].split() == ["1001", "1001", "42"], out
+            msg_id = ks.submit("import time; print('sleeping', flush=True); time.sleep(600)")
+            wait_for_stdout(ks, msg_id, "sleeping")  # interrupt the cell, not the idle kernel
+            status, _ = in_cluster.request("POST", f"/api/kernels/{kernel_id}/interrupt")
+            assert status == 204
+            error = ks.wait_idle(msg_id, timeout=60)
+            assert error is not None and error["ename"] == "KeyboardInterrupt", error
+            out = ks.execute("print(x)")
+            assert out["stdout"].strip() == "42", out  # the interrupt kept the variables
+        finally:
+            ks.close()
+        status, model = in_cluster.request("POST", f"/api/kernels/{kernel_id}/restart")
+        assert status == 200 and model["id"] == kernel_id, model
+        second = wait_for("a new pod", 60, lambda: (
+            p := pod_of(kernel_id))["metadata"]["uid"] != first["metadata"]["uid"] and p)
+        assert second["metadata"]["name"] != first["metadata"]["name"]
+        print("pods after the restart:", [(p["metadata"]["name"], p["status"].get("phase"))
+                                          for p in kernel_pods(KERNEL_NS, kernel_id)])
+        ks = in_cluster.connect(kernel_id)
+        try:
+            out = ks.execute("print('x' in dir(), 6*7)")
+            assert out["stdout"].split() == ["False", "42"], out
+        finally:
+            ks.close()
+    finally:
+        status, _ = in_cluster.request("DELETE", f"/api/kernels/{kernel_id}")
+    assert status == 204
+    assert wait_for("the kernel's pod, Secret and ConfigMap to go", 90,
+                    lambda: not kernel_objects(KERNEL_NS, kernel_id))
+
+
+@pytest.mark.timeout(900)
+def test_jupyter_server_with_gateway_url_runs_a_notebook_on_the_in_cluster_gateway(
+        in_cluster: InCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path every JupyterLab user takes: Jupyter Server --gateway-url=<gateway pod>."""
+    from tests.e2e.clients import diagnostics, require_jupyterlab, start_jupyter
+
+    require_jupyterlab()
+    # Jupyter Server sends its own user as KERNEL_USERNAME (root here): name alice instead
+    monkeypatch.setenv("KERNEL_USERNAME", "alice")
+    jp = start_jupyter(tmp_path, in_cluster)  # type: ignore[arg-type]  # needs url, token
+    kernel_id = ""
+    try:
+        status, specs = jp.request("GET", "/api/kernelspecs")
+        assert status == 200 and "python-k8s" in specs["kernelspecs"], specs
+        status, session = jp.request("POST", "/api/sessions", {
+            "path": "k8s.ipynb", "name": "k8s.ipynb", "type": "notebook",
+            "kernel": {"name": "python-k8s"}}, timeout=180)
+        assert status == 201, (session, diagnostics(jp))
+        kernel_id = session["kernel"]["id"]
+        assert pod_of(kernel_id)["spec"]["securityContext"]["runAsUser"] == 1001
+        ks = jp.connect(kernel_id)
+        try:
+            out = ks.execute("print(6*7)", timeout=120)
+            assert out["stdout"].strip() == "42", out
+        finally:
+            ks.close()
+        status, _ = jp.request("DELETE", f"/api/sessions/{session['id']}")
+        assert status == 204
+    finally:
+        jp.stop()
+    assert kernel_id
+    assert wait_for("the kernel's pod, Secret and ConfigMap to go", 90,
+                    lambda: not kernel_objects(KERNEL_NS, kernel_id))
 
 
 def test_uninstall_leaves_nothing(release: dict[str, Any]) -> None:
