@@ -104,6 +104,11 @@ class KubernetesBackend(Backend):
                              self.client.delete("secrets", namespace, name),
                              self.client.delete("configmaps", namespace, name))
 
+    async def release(self, state: dict[str, Any]) -> None:
+        """A kernel that ended (or was shut down through its launcher) leaves a finished
+        pod: delete it and its objects as ``cancel`` does."""
+        await self.cancel(state)
+
     async def ensure_network_policy(self, manifest: dict[str, Any]) -> None:
         """Create or update the namespace's NetworkPolicy, once per backend object."""
         namespace = manifest["metadata"]["namespace"]

@@ -62,24 +62,21 @@ class KubeClient:
 
     async def call(self, method: Any, *args: Any, timeout: float | None = None,
                    **kwargs: Any) -> Any:
-        """``method(*args, **kwargs)`` returning the raw response, errors mapped."""
-        from kubernetes_asyncio.client.exceptions import ApiException
-
+        """``method(*args, **kwargs)`` returning the raw response (2xx), errors mapped."""
         self._ready()
         self.requests += 1
         try:
-            return await method(*args, _preload_content=False,
-                                _request_timeout=timeout or self.request_timeout, **kwargs)
-        except ApiException as e:
-            raise _api_error(e) from None
-        except (OSError, TimeoutError) as e:
-            raise BackendUnavailable(f"the Kubernetes API server can't be reached: "
-                                     f"{e or type(e).__name__}") from None
+            response = await method(*args, _preload_content=False,
+                                    _request_timeout=timeout or self.request_timeout, **kwargs)
         except Exception as e:
-            if type(e).__module__.startswith("aiohttp"):
-                raise BackendUnavailable(f"the Kubernetes API server can't be reached: "
-                                         f"{e or type(e).__name__}") from None
-            raise
+            raise _unreachable(e) from None
+        if response.status >= 400:
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+            raise _api_error(response.status, body)
+        return response
 
     async def call_json(self, method: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         response = await self.call(method, *args, **kwargs)
@@ -153,14 +150,20 @@ class KubernetesRefused(KernelStartFailed):
         self.status = status
 
 
-def _api_error(e: Any) -> KernelStartFailed:
-    status = int(getattr(e, "status", 0) or 0)
-    message = ""
+def _unreachable(e: Exception) -> Exception:
+    """A request that got no answer: ``BackendUnavailable``; anything else as it is."""
+    if isinstance(e, OSError | TimeoutError) or type(e).__module__.startswith("aiohttp"):
+        return BackendUnavailable(f"the Kubernetes API server can't be reached: "
+                                  f"{e or type(e).__name__}")
+    return e
+
+
+def _api_error(status: int, body: bytes) -> KernelStartFailed:
     try:
-        message = json.loads(e.body or b"{}").get("message", "")
+        message = str(json.loads(body or b"{}").get("message", ""))
     except (ValueError, AttributeError):
-        message = str(e.reason or "")
-    if status in (0, 502, 503, 504):
+        message = body[:500].decode(errors="replace")
+    if status in (502, 503, 504):
         return BackendUnavailable(f"the Kubernetes API server is unavailable ({status}): "
                                   f"{message}")
     return KubernetesRefused(f"the Kubernetes API server refused the request ({status}): "

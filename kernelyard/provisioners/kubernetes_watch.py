@@ -82,6 +82,9 @@ class NamespaceWatch:
             except WatchGone:
                 self.resource_version = None
             except Exception as e:  # the API server is away: try again, keep the cache
+                if getattr(e, "status", None) == 410:  # refused at the request: list again
+                    self.resource_version = None
+                    continue
                 log.warning("Kubernetes watch of namespace %s: %s; retrying in %.0f s",
                             self.namespace, e or type(e).__name__, self.retry_seconds)
                 await asyncio.sleep(self.retry_seconds)
