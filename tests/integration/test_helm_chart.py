@@ -3,8 +3,10 @@
 ``helm lint`` and ``helm template`` check the chart and its values schema (bad values are
 refused by name); then the chart is installed into the CI cluster with the CI-built gateway
 image (ci/kubernetes/build-images.sh): the gateway pod becomes Ready, answers ``GET /api``
-by pod IP (there is no kube-proxy: pods are reached by IP from the host), and ``helm
+by pod IP (there is no kube-proxy: pods are reached by IP from the host), kernels start as
+pods through it (by pod IP, and through Jupyter Server with ``--gateway-url``), and ``helm
 uninstall`` leaves nothing. Namespaces: chart-gw (the release), chart-kernels (kernels).
+The tests run in file order: the uninstall is last.
 """
 
 from __future__ import annotations
@@ -429,8 +431,6 @@ def test_a_kernel_from_the_in_cluster_gateway_runs_is_interrupted_restarted_and_
         second = wait_for("a new pod", 60, lambda: (
             p := pod_of(kernel_id))["metadata"]["uid"] != first["metadata"]["uid"] and p)
         assert second["metadata"]["name"] != first["metadata"]["name"]
-        print("pods after the restart:", [(p["metadata"]["name"], p["status"].get("phase"))
-                                          for p in kernel_pods(KERNEL_NS, kernel_id)])
         ks = in_cluster.connect(kernel_id)
         try:
             out = ks.execute("print('x' in dir(), 6*7)")
