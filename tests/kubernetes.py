@@ -78,14 +78,18 @@ def kernel_pods(namespace: str, kernel_id: str) -> list[dict[str, Any]]:
                         "-l", f"kernelyard.io/kernel-id={kernel_id}")["items"]
 
 
-def gateway_requests(since: float, until: float | None = None) -> list[dict[str, Any]]:
-    """The API requests of the gateway identity between two times (the audit log)."""
+def gateway_requests(since: float, until: float | None = None,
+                     namespace: str = "") -> list[dict[str, Any]]:
+    """The API requests of the gateway identity between two times (the audit log), in
+    ``namespace`` if given (other gateways of that identity work in others)."""
     path = Path(cluster()["KY_K8S_AUDIT_LOG"])
     until = until if until is not None else time.time()
     found = []
     for line in path.read_text().splitlines():
         event = json.loads(line)
         if event.get("user", {}).get("username") != "kernelyard-gateway":
+            continue
+        if namespace and event.get("objectRef", {}).get("namespace") != namespace:
             continue
         at = _parse_time(event.get("requestReceivedTimestamp", ""))
         if since <= at <= until:

@@ -77,8 +77,10 @@ def namespace() -> Iterator[str]:
 class TestKubernetesContract(ContractSuite):
     @pytest.fixture(scope="class")
     @classmethod
-    def backend(cls, namespace: str) -> ContractBackend:
-        return k8s_backend(namespace)
+    def backend(cls) -> Iterator[ContractBackend]:
+        name = make_namespace("contract")  # its own: the tests below count what's left
+        yield k8s_backend(name)
+        delete_namespace(name)
 
 
 def write_specs(folder: Path) -> None:
@@ -143,8 +145,10 @@ def test_a_kernel_pod_runs_as_its_owner_locked_down(gw: Gateway, namespace: str)
 
 def test_a_network_policy_admits_only_the_gateway(gw: Gateway, namespace: str) -> None:
     kernel_id = gw.start_kernel("pod")
-    (policy,) = kubectl_json("-n", namespace, "get", "networkpolicies")["items"]
     (pod,) = kernel_pods(namespace, kernel_id)
+    instance = pod["metadata"]["labels"]["kernelyard.io/instance"]
+    (policy,) = kubectl_json("-n", namespace, "get", "networkpolicies",
+                             "-l", f"kernelyard.io/instance={instance}")["items"]
     selector = policy["spec"]["podSelector"]["matchLabels"]
     assert selector.items() <= pod["metadata"]["labels"].items()
     sources = policy["spec"]["ingress"][0]["from"]
@@ -247,7 +251,7 @@ def test_ten_kernels_cost_the_api_server_no_requests_while_idle(
         time.sleep(5)
         since = time.time()
         time.sleep(30)
-        requests = gateway_requests(since)
+        requests = gateway_requests(since, namespace=namespace)
         # one watch may be resumed in that time (watch_seconds), nothing per kernel
         assert len(requests) <= 2, [(r["verb"], r["requestURI"]) for r in requests]
     finally:
