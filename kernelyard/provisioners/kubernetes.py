@@ -103,10 +103,11 @@ class KubernetesProvisioner(RemoteProvisionerBase):
                            help="The extended resource KERNEL_GPUS asks for.")
     read_only_root_filesystem = Bool(True, config=True, help="Mount the image read-only "
                                      "(the pod gets a writable emptyDir at /tmp, HOME=/tmp).")
-    stuck_pending_timeout = Float(10.0, config=True,
+    stuck_pending_timeout = Float(30.0, config=True,
                                   help="Seconds a pod may stay unschedulable or unable to "
                                   "pull/create its container before its start fails with "
-                                  "the cluster's message.")
+                                  "the cluster's message (raise it where a cluster "
+                                  "autoscaler adds nodes for pending pods).")
     request_timeout = Float(30.0, config=True, help="Seconds one API request may take.")
 
     poll_interval = Float(1.0, config=True, help="Seconds between status rounds (answered "

@@ -34,7 +34,7 @@ class KubernetesConfig(BackendConfig):
     context: str = ""
     instance: str = "kernelyard"
     request_timeout: float = 30.0
-    stuck_seconds: float = 10.0
+    stuck_seconds: float = 30.0
     watch_seconds: int = 300
 
     @property
