@@ -149,8 +149,12 @@ def pod_times(namespace: str, kernel_id: str) -> dict[str, float]:
 def requests_in(namespace: str, since: float, until: float) -> list[dict[str, Any]]:
     """The audit log's requests of the gateway identity in our namespace (other gateways,
     the tests' among them, use the same identity in theirs)."""
-    return [e for e in gateway_requests(since, until)
-            if e.get("objectRef", {}).get("namespace") == namespace]
+    found: dict[str, dict[str, Any]] = {}  # a watch has a ResponseStarted line too
+    for event in gateway_requests(since, until):
+        if event.get("objectRef", {}).get("namespace") == namespace:
+            if event["stage"] == "ResponseComplete" or event["auditID"] not in found:
+                found[event["auditID"]] = event
+    return list(found.values())
 
 
 def pod_created(namespace: str, since: float, until: float, kernel_id: str) -> float | None:
@@ -275,16 +279,19 @@ def run(opts: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 def open_watches(namespace: str, t0: float, t1: float) -> int:
-    """The gateway's watch requests that were open during a window (a watch is in the audit
-    log once it has ended: call this after the gateway has stopped)."""
-    return sum(1 for e in requests_in(namespace, 0, t1) if e["verb"] == "watch"
-               and epoch(e["stageTimestamp"]) >= t0)
+    """The most watch requests of the gateway open at once during a window (call it after
+    the gateway has stopped: a watch's ResponseComplete line is written when it ends)."""
+    spans = [(epoch(e["requestReceivedTimestamp"]), epoch(e["stageTimestamp"]))
+             for e in requests_in(namespace, 0, t1) if e["verb"] == "watch"]
+    points = [t0] + [start for start, _ in spans if t0 <= start <= t1]
+    return max(sum(1 for start, end in spans if start <= at < end) for at in points)
 
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind, samples in result["starts"].items():
-        row = {"total": stats([s["total_s"] for s in samples])}
+        row = {"total": stats([s["total_s"] for s in samples]),
+               "shutdown": stats([s["shutdown_s"] for s in samples])}
         split = [phases(s) for s in samples if phases(s)]
         for name in PHASES:
             if split and kind == "kubernetes":
@@ -317,9 +324,13 @@ def print_table(result: dict[str, Any]) -> None:
         if row:
             print(f"| kubernetes: {name} | {row['median_ms']:.0f} | {row['p90_ms']:.0f} | "
                   f"{row['median_ms'] / local:.2f}x |")
+    print("| DELETE /api/kernels/{id}: " + ", ".join(
+        f"{kind} {s[kind]['shutdown']['median_ms']:.0f}" for kind in ("local", "ssh", "kubernetes"))
+        + " | | | |")
     print(f"\nAPI requests per start: {s['requests_per_start']}; per shutdown: "
           f"{s['requests_per_shutdown']}")
-    print("\n| idle kernels | requests in window | per minute | watches open |\n|---|---|---|---|")
+    print("\n| idle kernels | requests in window | per minute | watches open at once |\n"
+          "|---|---|---|---|")
     for level in result["idle"]:
         print(f"| {level['kernels']} | {level['requests']} in {level['window_s']} s | "
               f"{level['per_minute']} | {level.get('watches_open')} |")
