@@ -4,7 +4,8 @@ The gateway runs outside the cluster (a kubeconfig of the ``kernelyard-gateway``
 identity, which has only the Role of each test namespace) and listens on the node
 address, where pods reach the host. Kernel pods run the image ci/kubernetes builds
 (``localhost/kernelyard/kernel:1``: Debian's python3 with ipykernel from PyPI in
-/opt/venv, nothing of kernelyard); the launcher reaches them in a ConfigMap, the secrets in a Secret.
+/opt/venv, nothing of kernelyard); the launcher reaches them in a ConfigMap, the secrets
+in a Secret.
 """
 
 from __future__ import annotations
