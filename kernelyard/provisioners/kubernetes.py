@@ -139,7 +139,7 @@ class KubernetesProvisioner(RemoteProvisionerBase):
     async def submit(
         self, argv: list[str], env: dict[str, str], secrets: dict[str, str]
     ) -> AsyncIterator[dict[str, Any]]:
-        inputs = self.pod_inputs(argv)
+        inputs = await asyncio.to_thread(self.pod_inputs, argv)  # user lookups may block (NSS)
         yield {"namespace": inputs.namespace, "pod": inputs.pod_name, "user": inputs.user}
         await self._ensure_namespace_ready(inputs.namespace)
         pod = await self.kube.client.create("pods", inputs.namespace, pod_manifest(inputs))
