@@ -209,7 +209,7 @@ class GatewayKernelManager(ServerKernelManager):
 
     def death_reason(self) -> str:
         """Why the kernel died, as its backend last said ('' when it said nothing)."""
-        return self._log_tail() if self.provisioner is not None else ""
+        return self._log_tail()
 
     def _log_suffix(self, tail: str | None = None) -> str:
         tail = self._log_tail() if tail is None else tail

@@ -116,7 +116,3 @@ class KubernetesBackend(Backend):
             return
         await self.client.apply_network_policy(manifest)
         self.policies.add(namespace)
-
-    def api_requests(self) -> int:
-        """Requests made by this object (client calls and watch requests), for measuring."""
-        return self.client.requests + sum(w.requests for w in self.watches.values())

@@ -27,7 +27,6 @@ class KubeClient:
         self.api: Any = None
         self.core: Any = None
         self.networking: Any = None
-        self.requests = 0
 
     async def connect(self) -> None:
         from kubernetes_asyncio import client, config
@@ -64,7 +63,6 @@ class KubeClient:
                    **kwargs: Any) -> Any:
         """``method(*args, **kwargs)`` returning the raw response (2xx), errors mapped."""
         self._ready()
-        self.requests += 1
         try:
             response = await method(*args, _preload_content=False,
                                     _request_timeout=timeout or self.request_timeout, **kwargs)
@@ -88,7 +86,6 @@ class KubeClient:
     async def list_pods(self, namespace: str, selector: str, resource_version: str | None,
                         watch: bool) -> Any:
         """The raw response of a pod list, or of a watch from ``resource_version``."""
-        self._ready()
         if not watch:
             return await self.call(self.core.list_namespaced_pod, namespace,
                                    label_selector=selector)

@@ -46,8 +46,6 @@ class NamespaceWatch:
         self.deleted: dict[str, tuple[float, dict[str, Any]]] = {}
         self.synced_at = 0.0  # 0: not listed yet (or lost the server since)
         self.resource_version: str | None = None
-        self.requests = 0  # list and watch requests made (for tests and metrics)
-        self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -91,7 +89,6 @@ class NamespaceWatch:
 
     async def _list(self) -> None:
         started = time.time()
-        self.requests += 1
         body = await _read_json(await self.lister(self.namespace, self.selector, None, False))
         pods = {p["metadata"]["name"]: p for p in body.get("items") or []}
         for name in set(self.pods) - set(pods):
@@ -99,10 +96,8 @@ class NamespaceWatch:
         self.pods = pods
         self.resource_version = (body.get("metadata") or {}).get("resourceVersion")
         self.synced_at = started
-        self._notify()
 
     async def _watch(self) -> None:
-        self.requests += 1
         response = await self.lister(self.namespace, self.selector, self.resource_version, True)
         try:
             while True:
@@ -129,17 +124,12 @@ class NamespaceWatch:
             self._forget(name, obj)
         else:
             self.pods[name] = obj
-        self._notify()
 
     def _forget(self, name: str, last: dict[str, Any]) -> None:
         now = time.time()
         self.deleted[name] = (now, last)
         for old in [n for n, (t, _) in self.deleted.items() if now - t > TOMBSTONE_SECONDS]:
             del self.deleted[old]
-
-    def _notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
 
 
 async def _read_json(response: Any) -> dict[str, Any]:
