@@ -140,8 +140,18 @@ def test_a_kernel_pod_runs_as_its_owner_locked_down(gw: Gateway, namespace: str)
     out = gw.run(kernel_id, "try:\n open('/x','w')\nexcept OSError as e:\n"
                             " print('refused', e.errno)", check=True)
     assert out["stdout"].startswith("refused"), out
+    # its bytecode is valid as built: a read-only root can't cache a fresh one, so stale
+    # files would be compiled again at every start (207 of 387 were, before mkimage's -f)
+    out = gw.run(kernel_id, STALE_BYTECODE, check=True)
+    assert out["stdout"].strip() == "0", out
     assert gw.request("DELETE", f"/api/kernels/{kernel_id}")[0] == 204
     assert objects_go(namespace, kernel_id)
+
+
+STALE_BYTECODE = ("import subprocess, sys\n"
+                  "r = subprocess.run([sys.executable, '-v', '-c', 'import ipykernel.kernelapp'],"
+                  " capture_output=True, text=True)\n"
+                  "print(r.stderr.count('bytecode is stale'))")
 
 
 def test_a_network_policy_admits_only_the_gateway(gw: Gateway, namespace: str) -> None:
